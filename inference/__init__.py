@@ -1,0 +1,1 @@
+"""Model library and inference path: volume rebuild, networks, pipelines, DICOM outputs."""

@@ -1,0 +1,1 @@
+"""Network definitions shared by the node (inference) and the training program."""

@@ -1,0 +1,1 @@
+"""The only code that touches the database: tables, migrations, and state transitions."""

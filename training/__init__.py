@@ -1,0 +1,1 @@
+"""Offline training: archive readers, datasets, fitting, evaluation, model packages."""

@@ -1,0 +1,214 @@
+"""One typed, immutable settings object for the whole node.
+
+Sources, later ones winning: the embedded defaults below (documented, value for value, in
+``conf/vlnode.toml``), a TOML file given with ``--config`` or ``VLNODE_CONFIG``, then
+environment variables ``VLNODE_<SECTION>__<KEY>`` (for example ``VLNODE_NODE__PORT=11113``).
+Every value is validated at start-up; a wrong one raises :class:`SettingsError` whose message
+names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "VLNODE_CONFIG"
+REPO_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# PS3.5 6.2: AE titles are up to 16 characters of the default repertoire, no backslash or
+# control characters, and not all spaces.
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+class SettingsError(ValueError):
+    """The configuration is wrong; the message names key, value and what is allowed."""
+
+
+def _check_ae_title(value: str) -> str:
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError(
+            "must be 1 to 16 printable ASCII characters without a backslash, not all spaces"
+        )
+    return value.strip()
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AllowedCaller(_Frozen):
+    """A calling AE title that may associate, optionally only from one host or address."""
+
+    ae_title: str
+    host: str | None = None
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class Destination(_Frozen):
+    """A peer that receives the node's results (SR, SEG) by C-STORE."""
+
+    name: str = Field(min_length=1)
+    ae_title: str
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class NodeSettings(_Frozen):
+    """The DICOM listener and its association policy."""
+
+    ae_title: str = "VLNODE"
+    bind_address: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    # Empty: any calling AE title is accepted. Otherwise only these (and hosts, when given).
+    allowed_callers: tuple[AllowedCaller, ...] = ()
+    # Reject associations whose called AE title is not ours.
+    require_called_ae_title: bool = True
+    max_associations: int = Field(default=16, ge=1, le=1000)
+    # Largest PDU we accept, in bytes; 0 means no limit. Large PDUs mean fewer Python calls.
+    max_pdu: int = Field(default=4_194_304, ge=0)
+    # Listener processes sharing the port (SO_REUSEPORT); the GIL caps one process near one core.
+    listener_processes: int = Field(default=1, ge=1, le=64)
+    # Seconds without any PDU before an association is aborted.
+    network_timeout: float = Field(default=60.0, gt=0)
+    # Refuse new stores ("out of resources") when the spool's disk has less free space.
+    min_free_disk_mb: int = Field(default=1024, ge=0)
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class StoreSettings(_Frozen):
+    """Where the node keeps its files and its database."""
+
+    data_dir: Path = Path("vlnode-data")
+    # Empty: SQLite in the data directory. Otherwise an SQLAlchemy URL, e.g.
+    # postgresql+psycopg://vlnode@localhost/vlnode
+    database_url: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be empty (SQLite in data_dir), sqlite:///... or postgresql...")
+        return v
+
+
+class StudySettings(_Frozen):
+    """When a study is considered complete."""
+
+    # A study is ready when no instance of it arrived for this many seconds.
+    stable_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # How often the stable-study detector looks.
+    check_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+
+
+class LoggingSettings(_Frozen):
+    level: str = "INFO"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        allowed = ("DEBUG", "INFO", "WARNING", "ERROR")
+        if v.upper() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return v.upper()
+
+
+class Settings(BaseSettings):
+    """Everything the node reads from its configuration."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="VLNODE_",
+        env_nested_delimiter="__",
+        toml_file=None,
+    )
+
+    node: NodeSettings = NodeSettings()
+    store: StoreSettings = StoreSettings()
+    study: StudySettings = StudySettings()
+    destinations: tuple[Destination, ...] = ()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path_in_effect()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL in effect (SQLite in the data directory by default)."""
+        if self.store.database_url:
+            return self.store.database_url
+        return f"sqlite:///{self.store.data_dir.resolve() / 'vlnode.db'}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.store.data_dir / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.store.data_dir / "quarantine"
+
+
+_config_override: Path | None = None
+
+
+def _config_path_in_effect() -> Path | None:
+    if _config_override is not None:
+        return _config_override
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else None
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`SettingsError` naming what is wrong."""
+    global _config_override
+    path = Path(config_file) if config_file else _config_path_in_effect()
+    if path is not None and not path.is_file():
+        raise SettingsError(f"configuration file {str(path)!r} does not exist or is not a file")
+    _config_override = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, path)) from None
+    except (OSError, ValueError) as exc:  # e.g. TOML syntax errors
+        raise SettingsError(f"cannot read configuration file {str(path)!r}: {exc}") from None
+    finally:
+        _config_override = None
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        env_key = "VLNODE_" + "__".join(str(p) for p in err["loc"]).upper()
+        value = err.get("input")
+        lines.append(
+            f"  {key} = {value!r}: {err['msg']} (set it in the config file or as {env_key})"
+        )
+    return "\n".join(lines)
