@@ -1,0 +1,157 @@
+"""The spool: where received instances are written, durably, exactly as they were sent.
+
+Layout: ``<data_dir>/spool/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``,
+each a DICOM Part 10 file (preamble, file meta, the data set bytes as received).
+
+Durability (see DESIGN.md, "nothing lost"): write to a temporary name in the final folder,
+``fdatasync``, rename over the final name, ``fsync`` the folder. A crash at any point leaves
+either no file or a complete one under the final name; temporary leftovers are removed at start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from dicom_node.errors import OutOfResourcesError, StorageError
+from dicom_node.header import InstanceIdentifiers
+
+TEMP_SUFFIX = ".partial"
+
+
+class Spool:
+    """Durable file writer for received instances and quarantined data.
+
+    Parameters
+    ----------
+    data_dir
+        The node's data directory; the spool and quarantine folders live under it.
+    min_free_bytes
+        New writes are refused with :class:`OutOfResourcesError` below this free space.
+    """
+
+    def __init__(self, data_dir: Path, min_free_bytes: int) -> None:
+        self.data_dir = data_dir
+        self.root = data_dir / "spool"
+        self.quarantine_root = data_dir / "quarantine"
+        self.min_free_bytes = min_free_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.quarantine_root.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()
+        self._dirs_lock = threading.Lock()
+
+    def relative_path(self, ids: InstanceIdentifiers) -> Path:
+        """Path of an instance's file, relative to the data directory."""
+        return (
+            Path("spool")
+            / ids.study_instance_uid
+            / ids.series_instance_uid
+            / f"{ids.sop_instance_uid}.dcm"
+        )
+
+    def check_free_space(self) -> None:
+        """Raise :class:`OutOfResourcesError` when the spool's disk is under the floor."""
+        if self.min_free_bytes <= 0:
+            return
+        free = shutil.disk_usage(self.root).free
+        if free < self.min_free_bytes:
+            raise OutOfResourcesError(
+                f"free disk space {free // 2**20} MiB under the floor of "
+                f"{self.min_free_bytes // 2**20} MiB (node.min_free_disk_mb); free space "
+                f"under {self.root} or lower the floor"
+            )
+
+    def write(self, relative: Path, chunks: Iterable[bytes | memoryview]) -> int:
+        """Write ``chunks`` durably to ``relative``; return the size in bytes.
+
+        Raises
+        ------
+        StorageError
+            Writing failed; no file is left under the final name by this call.
+        """
+        final = self.data_dir / relative
+        self._ensure_dir(final.parent)
+        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        size = 0
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                        size += written
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            _remove_quietly(temp)
+            raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
+        return size
+
+    def exists(self, relative: Path) -> bool:
+        return (self.data_dir / relative).is_file()
+
+    def quarantine(self, data: bytes | memoryview, reason: str, label: str) -> Path:
+        """Keep bytes that could not be stored as an instance, with a ``.reason.txt`` beside.
+
+        Returns the path relative to the data directory.
+        """
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        safe_label = "".join(c if c.isalnum() or c in ".-" else "_" for c in label)[:80]
+        name = f"{stamp}-{uuid.uuid4().hex[:8]}-{safe_label or 'unknown'}.dcm"
+        relative = Path("quarantine") / name
+        self.write(relative, [data])
+        reason_rel = relative.with_suffix(".reason.txt")
+        self.write(reason_rel, [reason.encode("utf-8", "replace") + b"\n"])
+        return relative
+
+    def remove_partial_files(self) -> int:
+        """Delete temporary files of writes that never completed (none was acknowledged)."""
+        removed = 0
+        for root in (self.root, self.quarantine_root):
+            for path in root.rglob(f".*{TEMP_SUFFIX}"):
+                _remove_quietly(path)
+                removed += 1
+        return removed
+
+    def _ensure_dir(self, folder: Path) -> None:
+        if folder in self._known_dirs:
+            return
+        with self._dirs_lock:
+            created: list[Path] = []
+            probe = folder
+            while not probe.exists():
+                created.append(probe)
+                probe = probe.parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                # A new folder's entry must itself be durable in its parent.
+                for new in reversed(created):
+                    _fsync_dir(new.parent)
+            except OSError as exc:
+                raise StorageError(f"cannot create folder {folder}: {exc.strerror}") from exc
+            self._known_dirs.add(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
