@@ -1,32 +1,42 @@
-"""Read the few identifiers the node needs from an encoded data set, without decoding it.
+"""Walk an encoded data set's structure and read the few identifiers the node needs.
 
-The receive path never decodes pixels: it parses elements up to SeriesInstanceUID
-(0020,000E) and stops, whatever the data set's size.
+The receive path never decodes the data set: it steps over every element by its header
+(tag, VR, length), reads the values of five UIDs/strings, and checks that the elements
+account for every byte. A data set cut short or garbled in transit fails that check, so it
+is quarantined instead of being stored as if it were whole (pydicom reads such data
+leniently, which is right for a viewer and wrong for a receiver that acknowledges it).
 """
 
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
 
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicom_node.errors import InvalidInstanceError
 
 # Path components are built from UIDs, so only digits and dots are allowed (PS3.5 9.1).
-_UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_LAST_TAG = 0x0020000E  # SeriesInstanceUID
-_WANTED = [
-    Tag(0x0008, 0x0016),  # SOPClassUID
-    Tag(0x0008, 0x0018),  # SOPInstanceUID
-    Tag(0x0008, 0x0060),  # Modality
-    Tag(0x0020, 0x000D),  # StudyInstanceUID
-    Tag(0x0020, 0x000E),  # SeriesInstanceUID
-]
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+_WANTED = {
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+    0x00080060: "Modality",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+}
+# Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQUENCE_END = 0xFFFEE0DD
+_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -40,59 +50,137 @@ class InstanceIdentifiers:
     modality: str
 
 
-def _stop_after_series_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return int(tag) > _LAST_TAG
+class _Walker:
+    """Steps over elements of one encoding; collects the wanted top-level values."""
+
+    def __init__(self, data: memoryview, implicit: bool, little: bool) -> None:
+        self.data = data
+        self.implicit = implicit
+        prefix = "<" if little else ">"
+        self.tag_struct = struct.Struct(prefix + "HH")
+        self.u16 = struct.Struct(prefix + "H")
+        self.u32 = struct.Struct(prefix + "L")
+        self.values: dict[str, str] = {}
+
+    def _fail(self, offset: int, why: str) -> InvalidInstanceError:
+        return InvalidInstanceError(f"data set is malformed at byte {offset}: {why}")
+
+    def _tag(self, offset: int) -> int:
+        if offset + 8 > len(self.data):
+            raise self._fail(offset, "ends inside an element header (truncated)")
+        group, element = self.tag_struct.unpack_from(self.data, offset)
+        return (group << 16) | element
+
+    def walk_dataset(self, offset: int, end: int, depth: int) -> int:
+        """Walk elements from ``offset``; stop at ``end`` or an item delimiter when undefined."""
+        data = self.data
+        while offset < end:
+            tag = self._tag(offset)
+            if tag == _ITEM_END:
+                return offset  # caller (an undefined-length item) consumes the delimiter
+            if self.implicit or (tag >> 16) == 0xFFFE:
+                vr = b""
+                length = self.u32.unpack_from(data, offset + 4)[0]
+                value_at = offset + 8
+            else:
+                vr = bytes(data[offset + 4 : offset + 6])
+                if vr in _LONG_VRS:
+                    if offset + 12 > len(data):
+                        raise self._fail(offset, "ends inside an element header (truncated)")
+                    length = self.u32.unpack_from(data, offset + 8)[0]
+                    value_at = offset + 12
+                elif vr.isalpha() and vr.isupper():
+                    length = self.u16.unpack_from(data, offset + 6)[0]
+                    value_at = offset + 8
+                else:
+                    raise self._fail(
+                        offset,
+                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has no valid VR ({vr!r})",
+                    )
+            if length == _UNDEFINED:
+                if depth >= _MAX_DEPTH:
+                    raise self._fail(offset, "sequences nested too deeply")
+                offset = self._walk_undefined(value_at, depth + 1)
+                continue
+            next_offset = value_at + length
+            if next_offset > len(data):
+                raise self._fail(
+                    offset,
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) claims {length} bytes but "
+                    f"only {len(data) - value_at} remain (truncated)",
+                )
+            if depth == 0 and tag in _WANTED:
+                raw = bytes(data[value_at:next_offset])
+                self.values[_WANTED[tag]] = raw.decode("ascii", "replace").strip(" \x00")
+            offset = next_offset
+        if offset != end and end != len(self.data):
+            raise self._fail(offset, "an item's elements overrun its declared length")
+        return offset
+
+    def _walk_undefined(self, offset: int, depth: int) -> int:
+        """Items of an undefined-length sequence or encapsulated pixel data, to the delimiter."""
+        data = self.data
+        while True:
+            tag = self._tag(offset)
+            length = self.u32.unpack_from(data, offset + 4)[0]
+            offset += 8
+            if tag == _SEQUENCE_END:
+                return offset
+            if tag != _ITEM:
+                raise self._fail(
+                    offset - 8, f"expected an item, found ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                )
+            if length == _UNDEFINED:
+                offset = self.walk_dataset(offset, len(data), depth)
+                if self._tag(offset) != _ITEM_END:
+                    raise self._fail(offset, "item has no delimiter (truncated)")
+                offset += 8
+            else:
+                # A defined-length item (a nested data set or a pixel data fragment) is
+                # stepped over whole; only its bounds are checked.
+                if offset + length > len(data):
+                    raise self._fail(offset, f"item claims {length} bytes (truncated)")
+                offset += length
 
 
 def read_identifiers(encoded: bytes | memoryview, transfer_syntax_uid: str) -> InstanceIdentifiers:
-    """Parse the identifiers from a data set encoded in ``transfer_syntax_uid`` (no file meta).
+    """Check the structure of a data set and return its identifiers (no file meta expected).
 
     Raises
     ------
     InvalidInstanceError
-        The bytes are not a parsable data set, or a required UID is missing or malformed.
+        The bytes are not a well-formed data set, or a required UID is missing or malformed.
     """
     syntax = UID(transfer_syntax_uid)
-    data = bytes(encoded) if syntax == DeflatedExplicitVRLittleEndian else encoded
+    data = memoryview(encoded)
     if syntax == DeflatedExplicitVRLittleEndian:
         try:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, 1 << 20)
+            data = memoryview(zlib.decompress(bytes(data), -zlib.MAX_WBITS))
         except zlib.error as exc:
             raise InvalidInstanceError(f"deflated data set cannot be inflated: {exc}") from exc
     implicit = syntax.is_implicit_VR if syntax.is_transfer_syntax else False
     little = syntax.is_little_endian if syntax.is_transfer_syntax else True
-    try:
-        ds = read_dataset(
-            BytesIO(data),
-            is_implicit_VR=implicit,
-            is_little_endian=little,
-            stop_when=_stop_after_series_uid,
-            specific_tags=_WANTED,
+    if len(data) < 8:
+        raise InvalidInstanceError(f"data set is only {len(data)} bytes long")
+    walker = _Walker(data, implicit, little)
+    end = walker.walk_dataset(0, len(data), 0)
+    if end != len(data):
+        raise InvalidInstanceError(
+            f"data set is malformed at byte {end}: unexpected item delimiter at top level"
         )
-        values = {
-            keyword: str(ds.get(keyword, "") or "").strip()
-            for keyword in (
-                "SOPClassUID",
-                "SOPInstanceUID",
-                "StudyInstanceUID",
-                "SeriesInstanceUID",
-                "Modality",
-            )
-        }
-    except InvalidInstanceError:
-        raise
-    except Exception as exc:  # pydicom raises many types on garbage; all mean "cannot parse"
-        raise InvalidInstanceError(f"data set cannot be parsed: {exc}") from exc
+    values = walker.values
+    # SOP Class and Instance UIDs may be absent from the data set (some exporters keep them
+    # only in the file meta); the C-STORE request carries them, so the caller fills them in.
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        value = values[keyword]
-        if not value:
+        value = values.setdefault(keyword, "")
+        if not value and keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
             raise InvalidInstanceError(f"data set has no {keyword}")
-        if len(value) > 64 or not _UID_PATTERN.match(value):
+        if value and (len(value) > 64 or not UID_PATTERN.match(value)):
             raise InvalidInstanceError(f"{keyword} {value[:80]!r} is not a valid UID")
     return InstanceIdentifiers(
         sop_class_uid=values["SOPClassUID"],
         sop_instance_uid=values["SOPInstanceUID"],
         study_instance_uid=values["StudyInstanceUID"],
         series_instance_uid=values["SeriesInstanceUID"],
-        modality=values["Modality"][:16],
+        modality=values.get("Modality", "")[:16],
     )

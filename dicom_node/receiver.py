@@ -7,7 +7,7 @@ failure is a named DIMSE status, and unparsable data is quarantined with its rea
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from sqlalchemy import Engine
 
 from dicom_node import status
-from dicom_node.errors import ReceiveError, SopMismatchError, StorageError
-from dicom_node.header import InstanceIdentifiers, read_identifiers
+from dicom_node.errors import InvalidInstanceError, ReceiveError, SopMismatchError, StorageError
+from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_identifiers
 from dicom_node.spool import Spool
 from store import ingest
 from store.records import ReceivedInstance
@@ -85,7 +85,7 @@ class StoreService:
         try:
             self.spool.check_free_space()
             ids = read_identifiers(encoded, transfer_syntax)
-            _check_matches_request(ids, requested_sop_class, requested_sop_instance)
+            ids = _reconcile_with_request(ids, requested_sop_class, requested_sop_instance)
             is_new = self._store_durably(ids, encoded, transfer_syntax, tally)
         except ReceiveError as exc:
             tally.failed += 1
@@ -182,17 +182,32 @@ class StoreService:
             log.exception("could not quarantine data for SOP Instance %s", requested_sop_instance)
 
 
-def _check_matches_request(ids: InstanceIdentifiers, sop_class: str, sop_instance: str) -> None:
-    if sop_instance and ids.sop_instance_uid != sop_instance:
+def _reconcile_with_request(
+    ids: InstanceIdentifiers, sop_class: str, sop_instance: str
+) -> InstanceIdentifiers:
+    """Check the data set's SOP UIDs against the request's; take the request's when absent."""
+    if ids.sop_instance_uid and sop_instance and ids.sop_instance_uid != sop_instance:
         raise SopMismatchError(
             f"data set SOPInstanceUID {ids.sop_instance_uid} differs from the request's "
             f"Affected SOP Instance UID {sop_instance}"
         )
-    if sop_class and ids.sop_class_uid != sop_class:
+    if ids.sop_class_uid and sop_class and ids.sop_class_uid != sop_class:
         raise SopMismatchError(
             f"data set SOPClassUID {ids.sop_class_uid} differs from the request's "
             f"Affected SOP Class UID {sop_class}"
         )
+    filled = replace(
+        ids,
+        sop_class_uid=ids.sop_class_uid or sop_class,
+        sop_instance_uid=ids.sop_instance_uid or sop_instance,
+    )
+    for name, value in (
+        ("SOP Class", filled.sop_class_uid),
+        ("SOP Instance", filled.sop_instance_uid),
+    ):
+        if not value or len(value) > 64 or not UID_PATTERN.match(value):
+            raise InvalidInstanceError(f"no valid {name} UID in the data set or the request")
+    return filled
 
 
 def _status_with_comment(code: int, comment: str) -> Dataset:

@@ -149,15 +149,22 @@ class Listener:
             )
         except Exception:
             log.exception("cannot write the association audit row; refusing %s", calling)
-            assoc.acse.send_reject(0x02, 0x02, 0x01)  # transient, ACSE, no reason given
+            self._reject(assoc, 0x02, 0x02, 0x01)  # transient, ACSE, no reason given
             return
         if rejection is not None:
             log.warning("rejected association from %s@%s: %s", calling, host, rejection.reason)
-            assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
+            self._reject(assoc, rejection.result, rejection.source, rejection.diagnostic)
             return
         with self._lock:
             self._tallies[id(assoc)] = AssociationTally(association_id, calling)
         log.info("association %d from %s@%s:%d", association_id, calling, host, port)
+
+    @staticmethod
+    def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+        # As pynetdicom's own ACSE does: queue the A-ASSOCIATE-RJ, then wait (kill) until the
+        # DUL has sent it and the peer closed, before the server closes the socket.
+        assoc.acse.send_reject(result, source, diagnostic)
+        assoc.kill()
 
     def _on_rejected(self, event: Any) -> None:
         tally = self._pop_tally(event.assoc)
