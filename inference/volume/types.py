@@ -5,7 +5,8 @@ Geometry conventions (fixed here so that SEG encoding can point back at source s
 * ``Volume3D.array`` is indexed ``[slice, row, column]``.
 * ``Volume3D.affine`` maps an index vector in that same order, ``(slice, row, column, 1)``,
   to patient coordinates in millimetres in DICOM's LPS frame.
-* ``Image2D.pixels`` is indexed ``[row, column]`` (``[row, column, sample]`` for RGB).
+* ``Image2D.pixels`` is indexed ``[row, column]`` (``[row, column, sample]`` for RGB), and
+  ``Volume3D.array`` likewise gains a last ``sample`` axis for RGB series.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Image2D:
     frame_number: int  # 1-based; 1 for single-frame instances
     series: SeriesIdentity
     photometric_interpretation: str = "MONOCHROME2"  # after MONOCHROME1 inversion
+    # True: a VOI LUT or window was applied and grey values lie in [0, 1]; False: modality units.
+    voi_applied: bool = False
 
     @property
     def is_rgb(self) -> bool:
@@ -61,6 +64,8 @@ class Volume3D:
     source_sop_instance_uids: tuple[str, ...]  # one per slice, in array order
     series: SeriesIdentity
     source_frame_numbers: tuple[int, ...] | None = None  # for enhanced multi-frame sources
+    # Stacks of the same series left aside (localizers, other echoes), one line each.
+    other_stacks: tuple[str, ...] = ()
 
     @property
     def spacing(self) -> tuple[float, float, float]:

@@ -1,0 +1,182 @@
+"""Stored pixel values of an ordered stack, read into one preallocated array.
+
+Uncompressed frames are read with ``readinto`` straight into their slice of the array: no
+decode, no intermediate copy. Everything else (JPEG, JPEG-LS, JPEG 2000, RLE, deflate, planar
+or bit-packed data) is decoded by pydicom's pixel handlers (pylibjpeg, GDCM), one call per
+instance, in a pool of processes when there are many: the decoders hold the GIL, so threads
+would not run them in parallel.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.pixels.utils import pixel_array
+
+from inference.volume.headers import InstanceHeader
+from inference.volume.planes import Plane
+from inference.volume.types import VolumeError
+
+# Below this many instances to decode, a process pool costs more than it saves.
+MIN_INSTANCES_FOR_POOL = 8
+
+
+def stored_dtype(instance: InstanceHeader) -> np.dtype[np.integer]:
+    """The numpy type of one stored sample (BitsAllocated, PixelRepresentation)."""
+    ds = instance.dataset
+    bits = int(ds.BitsAllocated)
+    if bits not in (8, 16, 32):
+        # Bit-packed (1) or unusual sizes are decoded by pydicom into the nearest whole type.
+        bits = 8 if bits < 8 else 16 if bits <= 16 else 32
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
+
+
+def _layout(instance: InstanceHeader) -> tuple[tuple[int, ...], np.dtype[np.integer]]:
+    ds = instance.dataset
+    samples = int(ds.get("SamplesPerPixel", 1))
+    frame = (int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
+    return frame, stored_dtype(instance)
+
+
+def read_pixels(
+    planes: Sequence[Plane], series: str, *, workers: int | None = None
+) -> npt.NDArray[np.integer]:
+    """Stored values of ``planes``, in their order, as one ``[slice, row, column(, sample)]`` array.
+
+    Parameters
+    ----------
+    planes
+        The ordered planes of one stack (one frame each).
+    series
+        The series' name for error messages.
+    workers
+        Processes decoding compressed instances; default: the number of CPUs.
+
+    Raises
+    ------
+    VolumeError
+        When instances disagree on the pixel format or a frame cannot be read or decoded.
+    """
+    frame_shape, dtype = _layout(planes[0].instance)
+    for plane in planes:
+        if _layout(plane.instance) != (frame_shape, dtype):
+            raise VolumeError(
+                f"series {series}: {plane.instance.path.name} stores "
+                f"{_layout(plane.instance)} pixels, the others {(frame_shape, dtype)}"
+            )
+    out = np.empty((len(planes), *frame_shape), dtype=dtype)
+    frame_bytes = out[0].nbytes
+
+    to_decode: dict[Path, list[tuple[int, int]]] = defaultdict(list)
+    byteswap: list[int] = []
+    for index, plane in enumerate(planes):
+        instance = plane.instance
+        if instance.pixel_offset is None:
+            to_decode[instance.path].append((plane.frame_index, index))
+            continue
+        start = instance.pixel_offset + plane.frame_index * frame_bytes
+        _read_native(instance, start, out[index], series)
+        if instance.big_endian and dtype.itemsize > 1:
+            byteswap.append(index)
+    if byteswap:
+        out[byteswap] = out[byteswap].byteswap()
+    _decode_into(out, to_decode, series, workers)
+    _clean_unused_bits(out, planes[0].instance)
+    return out
+
+
+def _read_native(
+    instance: InstanceHeader, start: int, target: npt.NDArray[np.integer], series: str
+) -> None:
+    with open(instance.path, "rb") as fp:
+        fp.seek(start)
+        got = fp.readinto(target.data.cast("B"))
+    end = (instance.pixel_offset or 0) + instance.pixel_length
+    if got != target.nbytes or start + target.nbytes > end:
+        raise VolumeError(
+            f"series {series}: {instance.path.name} has less pixel data than "
+            f"Rows x Columns x frames needs"
+        )
+
+
+def _decode_file(path: str) -> npt.NDArray[np.integer]:
+    """Every frame of one file, decoded (module level so that a process pool can call it)."""
+    return pixel_array(path)
+
+
+def _decode_into(
+    out: npt.NDArray[np.integer],
+    to_decode: dict[Path, list[tuple[int, int]]],
+    series: str,
+    workers: int | None,
+) -> None:
+    if not to_decode:
+        return
+    paths = list(to_decode)
+    names = [str(p) for p in paths]
+    workers = min(workers or os.cpu_count() or 1, len(paths))
+    if workers > 1 and len(paths) >= MIN_INSTANCES_FOR_POOL:
+        # forkserver: a clean process to fork from, safe even when the caller runs threads.
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            chunk = max(1, len(paths) // (workers * 8))
+            results = pool.map(_decode_file, names, chunksize=chunk)
+            for path, frames in _checked(paths, results, series):
+                _place(out, frames, to_decode[path], path, series)
+        return
+    for path, frames in _checked(paths, map(_decode_file, names), series):
+        _place(out, frames, to_decode[path], path, series)
+
+
+def _checked(
+    paths: Sequence[Path], results: Iterator[npt.NDArray[np.integer]], series: str
+) -> Iterator[tuple[Path, npt.NDArray[np.integer]]]:
+    """Pair each path with its decoded frames; a decoder failure becomes a VolumeError."""
+    for path in paths:
+        try:
+            frames = next(results)
+        except Exception as exc:  # any decoder failure means this instance is unusable
+            raise VolumeError(f"series {series}: cannot decode {path.name}: {exc}") from exc
+        yield path, frames
+
+
+def _place(
+    out: npt.NDArray[np.integer],
+    frames: npt.NDArray[np.integer],
+    targets: list[tuple[int, int]],
+    path: Path,
+    series: str,
+) -> None:
+    frame_shape = out.shape[1:]
+    frames = frames.reshape(-1, *frame_shape) if frames.ndim == len(frame_shape) else frames
+    if frames.shape[1:] != frame_shape:
+        raise VolumeError(
+            f"series {series}: {path.name} decodes to frames of {frames.shape[1:]}, "
+            f"not {frame_shape}"
+        )
+    sources = [frame for frame, _ in targets]
+    if max(sources) >= len(frames):
+        raise VolumeError(f"series {series}: {path.name} has {len(frames)} frames, too few")
+    out[[index for _, index in targets]] = frames[sources]
+
+
+def _clean_unused_bits(out: npt.NDArray[np.integer], instance: InstanceHeader) -> None:
+    """Mask the bits above BitsStored (old overlays) or sign-extend them, in place."""
+    ds = instance.dataset
+    stored = int(ds.get("BitsStored", out.dtype.itemsize * 8))
+    unused = out.dtype.itemsize * 8 - stored
+    if unused <= 0 or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return
+    if out.dtype.kind == "u":
+        np.bitwise_and(out, out.dtype.type((1 << stored) - 1), out=out)
+    else:
+        np.left_shift(out, unused, out=out)
+        np.right_shift(out, unused, out=out)

@@ -1,0 +1,65 @@
+"""Modality rescale of a whole stack (slope and intercept per slice), in place where it can be.
+
+Integer slopes and intercepts keep integer data (CT in Hounsfield units stays ``int16``), and
+the type is chosen from the values actually present so that a 12-bit CT never doubles in size.
+Anything else (fractional slopes, as in PET or scaled MR) becomes ``float32``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+_INTEGER_TYPES = tuple(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "i8"))
+
+
+def rescale(
+    stored: npt.NDArray[np.integer], slopes: Sequence[float], intercepts: Sequence[float]
+) -> npt.NDArray[np.integer] | npt.NDArray[np.floating]:
+    """Apply ``value = slope * stored + intercept`` slice by slice (first axis).
+
+    ``stored`` may be modified and returned. Returns integer data when every slope and
+    intercept is an integer, ``float32`` otherwise.
+    """
+    slope = np.asarray(slopes, dtype=np.float64)
+    intercept = np.asarray(intercepts, dtype=np.float64)
+    if np.all(slope == 1) and np.all(intercept == 0):
+        return stored
+    integral = np.all(slope == np.round(slope)) and np.all(intercept == np.round(intercept))
+    uniform = np.all(slope == slope[0]) and np.all(intercept == intercept[0])
+    if integral and uniform and stored.size:
+        return _integer_rescale(stored, int(slope[0]), int(intercept[0]))
+    shape = (-1,) + (1,) * (stored.ndim - 1)
+    values = stored.astype(np.float32)
+    values *= slope.astype(np.float32).reshape(shape)
+    values += intercept.astype(np.float32).reshape(shape)
+    return values
+
+
+def _integer_rescale(
+    stored: npt.NDArray[np.integer], slope: int, intercept: int
+) -> npt.NDArray[np.integer]:
+    low, high = int(stored.min()), int(stored.max())
+    # The product is formed before the intercept is added: it must fit the type as well.
+    ends = (slope * low, slope * high, slope * low + intercept, slope * high + intercept)
+    out_low, out_high = min(ends), max(ends)
+    target = next(
+        t
+        for t in _INTEGER_TYPES
+        if np.iinfo(t).min <= out_low
+        and out_high <= np.iinfo(t).max
+        and t.itemsize >= (1 if stored.dtype.itemsize == 1 else 2)
+    )
+    if target.itemsize == stored.dtype.itemsize and (
+        np.iinfo(target).min <= low and high <= np.iinfo(target).max
+    ):
+        # Same width and the stored values fit the target type: reinterpret and work in place.
+        values = stored.view(target)
+    else:
+        values = stored.astype(target)
+    if slope != 1:
+        np.multiply(values, target.type(slope), out=values)
+    np.add(values, target.type(intercept), out=values, casting="unsafe")
+    return values
