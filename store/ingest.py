@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store.records import AssociationRequest, ReceivedInstance
-from store.tables import Association, Instance, QuarantinedInstance, Series, Study, utcnow
+from store.tables import Association, Base, Instance, QuarantinedInstance, Series, Study, utcnow
 
 
-def _insert_ignoring_conflict(conn: Connection, table: type, **values: object) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING; returns the number of rows inserted (0 or 1)."""
+def _insert_ignoring_conflict(conn: Connection, table: type[Base], **values: object) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True if a row was inserted.
+
+    RETURNING tells inserted from skipped on both back ends (rowcount does not on psycopg).
+    """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(stmt).rowcount
+    primary_key = sa_inspect(table).primary_key[0]
+    return conn.execute(stmt.returning(primary_key)).first() is not None
 
 
 def instance_path(engine: Engine, sop_instance_uid: str) -> str | None:
@@ -79,7 +84,7 @@ def open_association(engine: Engine, request: AssociationRequest) -> int:
     """Write the audit row of an association request; returns its id."""
     with engine.begin() as conn:
         result = conn.execute(
-            Association.__table__.insert().values(
+            insert(Association).values(
                 calling_ae_title=request.calling_ae_title[:16],
                 called_ae_title=request.called_ae_title[:16],
                 peer_host=request.peer_host,
@@ -132,7 +137,7 @@ def record_quarantined(
 ) -> None:
     with engine.begin() as conn:
         conn.execute(
-            QuarantinedInstance.__table__.insert().values(
+            insert(QuarantinedInstance).values(
                 file_path=file_path,
                 reason=reason,
                 sop_instance_uid=sop_instance_uid,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, func, insert, or_, select, update
 
 from store.records import StudyReady
 from store.tables import Instance, Job, JobState, Series, Study, utcnow
@@ -48,7 +48,7 @@ def queue_jobs_for_quiet_studies(
             if not claimed:
                 continue  # another process took it, or a new instance just arrived
             result = conn.execute(
-                Job.__table__.insert().values(
+                insert(Job).values(
                     study_id=study_id,
                     kind="analyse",
                     state=JobState.QUEUED,
