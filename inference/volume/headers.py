@@ -99,10 +99,11 @@ def _pixel_value_location(element: bytes, syntax: UID) -> tuple[int | None, int]
     Returns ``(None, length)`` when the element cannot be parsed here (deflated stream,
     another element), and ``(None, 0)`` when there is no Pixel Data element at all.
     """
+    if syntax.is_deflated:
+        # pydicom inflated the stream in memory: file offsets mean nothing, decode instead.
+        return None, _UNDEFINED_LENGTH
     if len(element) < 8:
         return None, 0
-    if syntax.is_deflated:
-        return None, _UNDEFINED_LENGTH
     tag = element[:4]
     if tag not in (_PIXEL_DATA_TAG_LE, _PIXEL_DATA_TAG_BE):
         return None, 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from pydicom.pixels.utils import pixel_array
 
 from inference.volume.headers import InstanceHeader
@@ -109,7 +110,11 @@ def _read_native(
 
 def _decode_file(path: str) -> npt.NDArray[np.integer]:
     """Every frame of one file, decoded (module level so that a process pool can call it)."""
-    return pixel_array(path)
+    try:
+        return pixel_array(path)
+    except AttributeError:
+        # pixel_array() parses the file stream itself and cannot inflate a deflated one.
+        return pydicom.dcmread(path).pixel_array
 
 
 def _decode_into(

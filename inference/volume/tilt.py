@@ -1,8 +1,8 @@
 """Resample a gantry-tilted (sheared) stack onto the orthogonal grid of its own planes.
 
 Each tilted slice is a plane of the orthogonal grid, only shifted within that plane; so the
-orthogonal grid's slice ``k`` is slice ``k`` shifted by ``k`` times the in-plane part of the
-slice step. The shift is applied as two 1-D linear interpolations (rows, then columns) over
+orthogonal grid's slice ``k`` is slice ``k`` shifted back by ``k`` times the in-plane part of
+the slice step. The shift is applied as two 1-D linear interpolations (rows, then columns) over
 the whole array at once.
 """
 
@@ -36,9 +36,10 @@ def resample_tilted(
     orthogonal_step = normal * float(step @ normal)
     in_plane = step - orthogonal_step
     slices = np.arange(values.shape[0], dtype=np.float64)
-    # Offsets, in pixels, of each tilted slice relative to the orthogonal grid.
-    row_shift = slices * float(in_plane @ down) / float(down @ down)
-    column_shift = slices * float(in_plane @ across) / float(across @ across)
+    # Slice k of the tilted stack sits k * in_plane further than the orthogonal grid's slice
+    # k, so the orthogonal voxel (k, r, c) reads the tilted slice k at r and c minus that.
+    row_shift = -slices * float(in_plane @ down) / float(down @ down)
+    column_shift = -slices * float(in_plane @ across) / float(across @ across)
 
     fill = float(values.min()) if values.size else 0.0
     out = _shift_axis(values.astype(np.float32), row_shift, axis=1, fill=fill)
