@@ -1,111 +1,226 @@
-"""Read one instance's header, and where its pixel bytes start, without reading the pixels.
+"""Read the headers of a series' files, and where their pixel bytes start, without the pixels.
 
 Reading headers first lets the rebuild check the geometry of the whole series before any
-pixel is read, and then read every native frame straight into its place in one array.
+pixel is read, and then read every native frame straight into its place in one array. The
+top-level attributes a stack needs are scanned by GDCM's ``Scanner`` (C++, several times
+faster than parsing each file with pydicom); the whole header is parsed by pydicom only
+where nested sequences are needed (enhanced multi-frame, LUTs of projection images).
 """
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
 
+import gdcm
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from inference.volume.types import VolumeError
+
+# The top-level attributes read for every file (all before the pixel data).
+KEYWORDS = (
+    "TransferSyntaxUID",
+    "MediaStorageSOPInstanceUID",
+    "ImageType",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "SeriesDescription",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "EchoNumbers",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "FrameOfReferenceUID",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "PerFrameFunctionalGroupsSequence",
+)
+_TAGS = tuple(tag_for_keyword(k) or 0 for k in KEYWORDS)
 
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
 _PIXEL_DATA_TAG_BE = b"\x7f\xe0\x00\x10"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_NATIVE_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
 
 
 @dataclass(frozen=True)
 class InstanceHeader:
-    """One instance's attributes (no pixels) and where its native pixel bytes are.
-
-    ``pixel_offset`` is the byte offset of the Pixel Data value in the file when the pixels
-    are stored uncompressed and can be read as they are; ``None`` when they must be decoded
-    (encapsulated, deflated, bit-packed, planar or float data).
-    """
+    """One instance's top-level attributes, as DICOM strings, and its transfer syntax."""
 
     path: Path
-    dataset: Dataset
+    values: Mapping[str, str]  # keyword -> value; multiple values joined by a backslash
     transfer_syntax: UID
-    pixel_offset: int | None
-    pixel_length: int
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The whole header parsed by pydicom (read on first use: nested sequences, LUTs)."""
+        try:
+            return pydicom.dcmread(self.path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            raise VolumeError(f"{self.path.name}: not a readable DICOM file ({exc})") from exc
+
+    def text(self, keyword: str, default: str = "") -> str:
+        value = self.values.get(keyword)
+        return value if value else default
+
+    def numbers(self, keyword: str) -> tuple[float, ...]:
+        """A numeric value of any multiplicity; empty when absent. Raises VolumeError."""
+        value = self.values.get(keyword)
+        if not value:
+            return ()
+        try:
+            return tuple(float(v) for v in value.split("\\"))
+        except ValueError as exc:
+            raise VolumeError(f"{self.path.name}: unreadable {keyword} {value!r}") from exc
+
+    def number(self, keyword: str, default: float | None = None) -> float | None:
+        found = self.numbers(keyword)
+        return found[0] if found else default
+
+    def integer(self, keyword: str, default: int = 0) -> int:
+        found = self.numbers(keyword)
+        return int(found[0]) if found else default
+
+    def has(self, keyword: str) -> bool:
+        return keyword in self.values
 
     @property
     def sop_instance_uid(self) -> str:
         """SOPInstanceUID, else the file meta's copy (anonymisers sometimes blank only one)."""
-        uid = str(self.dataset.get("SOPInstanceUID") or "")
-        if not uid and "file_meta" in self.dataset.__dict__:
-            uid = str(self.dataset.file_meta.get("MediaStorageSOPInstanceUID") or "")
-        return uid
+        return self.text("SOPInstanceUID") or self.text("MediaStorageSOPInstanceUID")
 
     @property
     def number_of_frames(self) -> int:
-        return int(self.dataset.get("NumberOfFrames") or 1)
+        return self.integer("NumberOfFrames", 1) or 1
 
     @property
     def big_endian(self) -> bool:
         return not self.transfer_syntax.is_little_endian
 
+    @property
+    def native(self) -> bool:
+        """Whether the stored bytes are the pixel values (no decoding, no rearranging)."""
+        syntax = self.transfer_syntax
+        samples = self.integer("SamplesPerPixel", 1)
+        return (
+            not syntax.is_compressed
+            and not syntax.is_deflated
+            and self.integer("BitsAllocated") in (8, 16, 32)
+            and samples in (1, 3)
+            and (samples == 1 or self.integer("PlanarConfiguration") == 0)
+            and self.text("PhotometricInterpretation") in _NATIVE_PHOTOMETRIC
+        )
 
-def read_instance(path: Path) -> InstanceHeader:
-    """Read the header of one DICOM file and locate its pixel data.
+    @property
+    def frame_bytes(self) -> int:
+        return (
+            self.integer("Rows")
+            * self.integer("Columns")
+            * self.integer("SamplesPerPixel", 1)
+            * (self.integer("BitsAllocated") // 8)
+        )
+
+
+def read_headers(paths: Sequence[Path]) -> list[InstanceHeader]:
+    """Scan the headers of ``paths`` (GDCM, top-level attributes only).
 
     Raises
     ------
     VolumeError
-        When the file is not DICOM or holds no pixel data.
+        When a file is not DICOM or holds no pixel data.
     """
+    scanner = gdcm.Scanner()
+    tags = [gdcm.Tag(t >> 16, t & 0xFFFF) for t in _TAGS]
+    for tag in tags:
+        scanner.AddTag(tag)
+    names = [str(p) for p in paths]
+    scanner.Scan(names)
+    headers = []
+    for path, name in zip(paths, names, strict=True):
+        if not scanner.IsKey(name):
+            raise VolumeError(f"{path.name}: not a readable DICOM file")
+        if scanner.GetValue(name, tags[KEYWORDS.index("Rows")]) is None:
+            sop_class = scanner.GetValue(name, tags[KEYWORDS.index("SOPClassUID")]) or "?"
+            raise VolumeError(f"{path.name}: no pixel data (SOP class {sop_class.strip()})")
+        values = {}
+        for keyword, tag in zip(KEYWORDS, tags, strict=True):
+            value = scanner.GetValue(name, tag)
+            if value is not None:
+                values[keyword] = value.strip(" \x00")
+        syntax = UID(values.get("TransferSyntaxUID") or ImplicitVRLittleEndian)
+        headers.append(InstanceHeader(path, values, syntax))
+    return headers
+
+
+def native_pixel_offset(fp: BinaryIO, instance: InstanceHeader) -> int:
+    """Byte offset of the Pixel Data value in the open file of a native ``instance``.
+
+    Raises
+    ------
+    VolumeError
+        When the file has no Pixel Data element, or less data than its frames need.
+    """
+    syntax = instance.transfer_syntax
+    length = instance.frame_bytes * instance.number_of_frames
+    padded = length + length % 2
+    element = 8 if syntax.is_implicit_VR else 12
+    # Pixel Data is nearly always the last element: look for its header right before the
+    # last ``padded`` bytes of the file, and parse the header only when it is not there.
+    start = os.fstat(fp.fileno()).st_size - padded - element
+    if start > 0:
+        fp.seek(start)
+        offset, found = _pixel_value_location(fp.read(element), syntax)
+        if offset == element and found == padded:
+            return start + element
+    fp.seek(0)
     try:
-        with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            # pydicom rewinds to the tag of the element it stopped at: the Pixel Data element.
-            tag_at = fp.tell()
-            element = fp.read(12)
-    except (InvalidDicomError, OSError, EOFError, struct.error) as exc:
-        raise VolumeError(f"{path.name}: not a readable DICOM file ({exc})") from exc
-    syntax = UID(ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
-    offset, length = _pixel_value_location(element, syntax)
-    if length == 0:
-        raise VolumeError(f"{path.name}: no pixel data (SOP class {ds.get('SOPClassUID', '?')})")
-    native = (
-        offset is not None
-        and length != _UNDEFINED_LENGTH
-        and not syntax.is_compressed
-        and not syntax.is_deflated
-        and int(ds.get("BitsAllocated", 0)) in (8, 16, 32)
-        and int(ds.get("SamplesPerPixel", 1)) in (1, 3)
-        and (int(ds.get("SamplesPerPixel", 1)) == 1 or int(ds.get("PlanarConfiguration", 0)) == 0)
-        and str(ds.get("PhotometricInterpretation", "")) in ("MONOCHROME1", "MONOCHROME2", "RGB")
-    )
-    return InstanceHeader(
-        path=path,
-        dataset=ds,
-        transfer_syntax=syntax,
-        pixel_offset=tag_at + offset if native and offset is not None else None,
-        pixel_length=length,
-    )
+        pydicom.dcmread(fp, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, struct.error, ValueError) as exc:
+        raise VolumeError(f"{instance.path.name}: not a readable DICOM file ({exc})") from exc
+    # pydicom rewinds to the tag of the element it stopped at: the Pixel Data element.
+    tag_at = fp.tell()
+    offset, found = _pixel_value_location(fp.read(12), syntax)
+    if offset is None or found == 0:
+        sop_class = instance.text("SOPClassUID", "?")
+        raise VolumeError(f"{instance.path.name}: no pixel data (SOP class {sop_class})")
+    if found == _UNDEFINED_LENGTH or found < length:
+        raise VolumeError(
+            f"{instance.path.name}: {found} bytes of pixel data where Rows x Columns x "
+            f"frames needs {length}"
+        )
+    return tag_at + offset
 
 
 def _pixel_value_location(element: bytes, syntax: UID) -> tuple[int | None, int]:
     """Offset of the value from the tag, and the value length, of a Pixel Data element.
 
-    Returns ``(None, length)`` when the element cannot be parsed here (deflated stream,
-    another element), and ``(None, 0)`` when there is no Pixel Data element at all.
+    Returns ``(None, 0)`` when ``element`` is not a Pixel Data element header.
     """
-    if syntax.is_deflated:
-        # pydicom inflated the stream in memory: file offsets mean nothing, decode instead.
-        return None, _UNDEFINED_LENGTH
-    if len(element) < 8:
-        return None, 0
-    tag = element[:4]
-    if tag not in (_PIXEL_DATA_TAG_LE, _PIXEL_DATA_TAG_BE):
+    if len(element) < 8 or element[:4] not in (_PIXEL_DATA_TAG_LE, _PIXEL_DATA_TAG_BE):
         return None, 0
     endian = "<" if syntax.is_little_endian else ">"
     if syntax.is_implicit_VR:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.pixels.utils import pixel_array
 
-from inference.volume.headers import InstanceHeader
+from inference.volume.headers import InstanceHeader, native_pixel_offset
 from inference.volume.planes import Plane
 from inference.volume.types import VolumeError
 
@@ -31,19 +31,26 @@ MIN_INSTANCES_FOR_POOL = 8
 
 def stored_dtype(instance: InstanceHeader) -> np.dtype[np.integer]:
     """The numpy type of one stored sample (BitsAllocated, PixelRepresentation)."""
-    ds = instance.dataset
-    bits = int(ds.BitsAllocated)
+    bits = instance.integer("BitsAllocated")
     if bits not in (8, 16, 32):
         # Bit-packed (1) or unusual sizes are decoded by pydicom into the nearest whole type.
         bits = 8 if bits < 8 else 16 if bits <= 16 else 32
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    signed = instance.integer("PixelRepresentation") == 1
     return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
 
 
+def stored_bounds(instance: InstanceHeader) -> tuple[int, int]:
+    """The range of stored values that BitsStored allows (after :func:`read_pixels`)."""
+    bits = instance.integer("BitsStored", stored_dtype(instance).itemsize * 8)
+    if instance.integer("PixelRepresentation") == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
 def _layout(instance: InstanceHeader) -> tuple[tuple[int, ...], np.dtype[np.integer]]:
-    ds = instance.dataset
-    samples = int(ds.get("SamplesPerPixel", 1))
-    frame = (int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
+    samples = instance.integer("SamplesPerPixel", 1)
+    frame: tuple[int, ...] = (instance.integer("Rows"), instance.integer("Columns"))
+    frame += (samples,) if samples > 1 else ()
     return frame, stored_dtype(instance)
 
 
@@ -74,17 +81,15 @@ def read_pixels(
                 f"{_layout(plane.instance)} pixels, the others {(frame_shape, dtype)}"
             )
     out = np.empty((len(planes), *frame_shape), dtype=dtype)
-    frame_bytes = out[0].nbytes
 
     to_decode: dict[Path, list[tuple[int, int]]] = defaultdict(list)
     byteswap: list[int] = []
     for index, plane in enumerate(planes):
         instance = plane.instance
-        if instance.pixel_offset is None:
+        if not instance.native:
             to_decode[instance.path].append((plane.frame_index, index))
             continue
-        start = instance.pixel_offset + plane.frame_index * frame_bytes
-        _read_native(instance, start, out[index], series)
+        _read_native(instance, plane.frame_index, out[index], series)
         if instance.big_endian and dtype.itemsize > 1:
             byteswap.append(index)
     if byteswap:
@@ -95,17 +100,19 @@ def read_pixels(
 
 
 def _read_native(
-    instance: InstanceHeader, start: int, target: npt.NDArray[np.integer], series: str
+    instance: InstanceHeader, frame_index: int, target: npt.NDArray[np.integer], series: str
 ) -> None:
-    with open(instance.path, "rb") as fp:
-        fp.seek(start)
-        got = fp.readinto(target.data.cast("B"))
-    end = (instance.pixel_offset or 0) + instance.pixel_length
-    if got != target.nbytes or start + target.nbytes > end:
-        raise VolumeError(
-            f"series {series}: {instance.path.name} has less pixel data than "
-            f"Rows x Columns x frames needs"
-        )
+    """Read one frame's bytes straight into ``target`` (no copy, no decode)."""
+    try:
+        with open(instance.path, "rb") as fp:
+            fp.seek(native_pixel_offset(fp, instance) + frame_index * target.nbytes)
+            got = fp.readinto(target.data.cast("B"))
+    except OSError as exc:
+        raise VolumeError(f"series {series}: cannot read {instance.path.name}: {exc}") from exc
+    except VolumeError as exc:
+        raise VolumeError(f"series {series}: {exc}") from exc
+    if got != target.nbytes:
+        raise VolumeError(f"series {series}: {instance.path.name} ends inside its pixel data")
 
 
 def _decode_file(path: str) -> npt.NDArray[np.integer]:
@@ -175,10 +182,9 @@ def _place(
 
 def _clean_unused_bits(out: npt.NDArray[np.integer], instance: InstanceHeader) -> None:
     """Mask the bits above BitsStored (old overlays) or sign-extend them, in place."""
-    ds = instance.dataset
-    stored = int(ds.get("BitsStored", out.dtype.itemsize * 8))
+    stored = instance.integer("BitsStored", out.dtype.itemsize * 8)
     unused = out.dtype.itemsize * 8 - stored
-    if unused <= 0 or int(ds.get("SamplesPerPixel", 1)) != 1:
+    if unused <= 0 or instance.integer("SamplesPerPixel", 1) != 1:
         return
     if out.dtype.kind == "u":
         np.bitwise_and(out, out.dtype.type((1 << stored) - 1), out=out)

@@ -71,9 +71,11 @@ def _floats(value: object, count: int, what: str, instance: InstanceHeader) -> t
 
 def has_plane_geometry(instance: InstanceHeader) -> bool:
     """Whether the instance places its frames in patient space at all."""
-    ds = instance.dataset
-    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+    if instance.has("ImagePositionPatient") and instance.has("ImageOrientationPatient"):
         return True
+    if not instance.has("PerFrameFunctionalGroupsSequence"):
+        return False
+    ds = instance.dataset
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     first = per_frame[0] if per_frame else None
@@ -90,13 +92,14 @@ def planes_of(instance: InstanceHeader) -> list[Plane]:
     VolumeError
         When a frame's position, orientation or pixel spacing is missing or malformed.
     """
-    ds = instance.dataset
-    image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ())[:3])
-    echo = ds.get("EchoNumbers")
-    echo_number = int(echo[0] if isinstance(echo, Sequence) and echo else echo) if echo else None
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if not per_frame:
+    kind = instance.text("ImageType")
+    image_type = tuple(v.upper() for v in kind.split("\\")[:3]) if kind else ()
+    echoes = instance.numbers("EchoNumbers")
+    echo_number = int(echoes[0]) if echoes else None
+    if not instance.has("PerFrameFunctionalGroupsSequence"):
         return [_classic_plane(instance, image_type, echo_number)]
+    ds = instance.dataset
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     if len(per_frame) != instance.number_of_frames:
         raise VolumeError(
@@ -147,11 +150,10 @@ def planes_of(instance: InstanceHeader) -> list[Plane]:
 def _classic_plane(
     instance: InstanceHeader, image_type: tuple[str, ...], echo_number: int | None
 ) -> Plane:
-    ds = instance.dataset
     missing = [
         k
         for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-        if k not in ds
+        if not instance.has(k)
     ]
     if missing:
         raise VolumeError(f"{instance.path.name}: no {', '.join(missing)}")
@@ -161,16 +163,19 @@ def _classic_plane(
             f"{instance.path.name}: {instance.number_of_frames} frames share one "
             "ImagePositionPatient (multi-frame without per-frame functional groups)"
         )
-    thickness = ds.get("SliceThickness")
     return Plane(
         instance=instance,
         frame_index=0,
-        position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", instance),
-        orientation=_floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", instance),
-        pixel_spacing=_floats(ds.PixelSpacing, 2, "PixelSpacing", instance),
-        slice_thickness=_number(thickness, None),
-        rescale_slope=_number(ds.get("RescaleSlope"), 1.0) or 1.0,
-        rescale_intercept=_number(ds.get("RescaleIntercept"), 0.0) or 0.0,
+        position=_floats(
+            instance.numbers("ImagePositionPatient"), 3, "ImagePositionPatient", instance
+        ),
+        orientation=_floats(
+            instance.numbers("ImageOrientationPatient"), 6, "ImageOrientationPatient", instance
+        ),
+        pixel_spacing=_floats(instance.numbers("PixelSpacing"), 2, "PixelSpacing", instance),
+        slice_thickness=instance.number("SliceThickness"),
+        rescale_slope=instance.number("RescaleSlope", 1.0) or 1.0,
+        rescale_intercept=instance.number("RescaleIntercept", 0.0) or 0.0,
         image_type=image_type,
         echo_number=echo_number,
     )

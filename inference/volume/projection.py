@@ -36,7 +36,7 @@ def projection_images(
     images: list[Image2D] = []
     ordered = sorted(
         instances,
-        key=lambda i: (int(i.dataset.get("InstanceNumber") or 0), i.sop_instance_uid),
+        key=lambda i: (i.integer("InstanceNumber"), i.sop_instance_uid),
     )
     for instance in ordered:
         ds = instance.dataset

@@ -8,6 +8,7 @@ Anything else (fractional slopes, as in PET or scaled MR) becomes ``float32``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,12 +17,17 @@ _INTEGER_TYPES = tuple(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4",
 
 
 def rescale(
-    stored: npt.NDArray[np.integer], slopes: Sequence[float], intercepts: Sequence[float]
+    stored: npt.NDArray[np.integer],
+    slopes: Sequence[float],
+    intercepts: Sequence[float],
+    *,
+    bounds: tuple[int, int] | None = None,
 ) -> npt.NDArray[np.integer] | npt.NDArray[np.floating]:
     """Apply ``value = slope * stored + intercept`` slice by slice (first axis).
 
     ``stored`` may be modified and returned. Returns integer data when every slope and
-    intercept is an integer, ``float32`` otherwise.
+    intercept is an integer, ``float32`` otherwise. ``bounds``, the range BitsStored allows,
+    spares a pass over the data when it already shows that the result fits.
     """
     slope = np.asarray(slopes, dtype=np.float64)
     intercept = np.asarray(intercepts, dtype=np.float64)
@@ -30,7 +36,7 @@ def rescale(
     integral = np.all(slope == np.round(slope)) and np.all(intercept == np.round(intercept))
     uniform = np.all(slope == slope[0]) and np.all(intercept == intercept[0])
     if integral and uniform and stored.size:
-        return _integer_rescale(stored, int(slope[0]), int(intercept[0]))
+        return _integer_rescale(stored, int(slope[0]), int(intercept[0]), bounds)
     shape = (-1,) + (1,) * (stored.ndim - 1)
     values = stored.astype(np.float32)
     values *= slope.astype(np.float32).reshape(shape)
@@ -38,23 +44,32 @@ def rescale(
     return values
 
 
-def _integer_rescale(
-    stored: npt.NDArray[np.integer], slope: int, intercept: int
-) -> npt.NDArray[np.integer]:
-    low, high = int(stored.min()), int(stored.max())
+def _target_type(low: int, high: int, slope: int, intercept: int, itemsize: int) -> np.dtype[Any]:
     # The product is formed before the intercept is added: it must fit the type as well.
     ends = (slope * low, slope * high, slope * low + intercept, slope * high + intercept)
     out_low, out_high = min(ends), max(ends)
-    target = next(
+    return next(
         t
         for t in _INTEGER_TYPES
         if np.iinfo(t).min <= out_low
         and out_high <= np.iinfo(t).max
-        and t.itemsize >= (1 if stored.dtype.itemsize == 1 else 2)
+        and t.itemsize >= min(itemsize, 2)
     )
-    if target.itemsize == stored.dtype.itemsize and (
-        np.iinfo(target).min <= low and high <= np.iinfo(target).max
-    ):
+
+
+def _integer_rescale(
+    stored: npt.NDArray[np.integer], slope: int, intercept: int, bounds: tuple[int, int] | None
+) -> npt.NDArray[np.integer]:
+    size = stored.dtype.itemsize
+    target = None
+    if bounds is not None:
+        low, high = bounds
+        target = _target_type(low, high, slope, intercept, size)
+    if target is None or target.itemsize > size:
+        # The allowed range is too wide: the values actually present may still fit.
+        low, high = int(stored.min()), int(stored.max())
+        target = _target_type(low, high, slope, intercept, size)
+    if target.itemsize == size and (np.iinfo(target).min <= low and high <= np.iinfo(target).max):
         # Same width and the stored values fit the target type: reinterpret and work in place.
         values = stored.view(target)
     else:

@@ -16,8 +16,8 @@ from typing import Literal
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from inference.volume.headers import InstanceHeader, read_instance
-from inference.volume.pixels import read_pixels
+from inference.volume.headers import InstanceHeader, read_headers
+from inference.volume.pixels import read_pixels, stored_bounds
 from inference.volume.planes import Plane, has_plane_geometry, planes_of
 from inference.volume.projection import projection_images
 from inference.volume.rescale import rescale
@@ -104,6 +104,7 @@ def rebuild_series(
         stored,
         [p.rescale_slope for p in stack.planes],
         [p.rescale_intercept for p in stack.planes],
+        bounds=stored_bounds(stack.planes[0].instance),
     )
     affine = stack.affine
     if stack.tilt_degrees:
@@ -120,8 +121,8 @@ def rebuild_series(
 
 
 def _read_headers(paths: Sequence[Path]) -> list[InstanceHeader]:
-    instances = [read_instance(p) for p in paths]
-    series = {str(i.dataset.get("SeriesInstanceUID", "")) for i in instances}
+    instances = read_headers(paths)
+    series = {i.text("SeriesInstanceUID") for i in instances}
     if len(series) > 1:
         raise VolumeError(
             f"the files belong to {len(series)} series ({', '.join(sorted(series))}), not one"
@@ -139,13 +140,13 @@ def _read_headers(paths: Sequence[Path]) -> list[InstanceHeader]:
 
 
 def _identity(instances: Sequence[InstanceHeader]) -> SeriesIdentity:
-    ds = instances[0].dataset
-    number = ds.get("SeriesNumber")
+    first = instances[0]
+    number = first.number("SeriesNumber")
     return SeriesIdentity(
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-        modality=str(ds.get("Modality", "")).upper(),
-        frame_of_reference_uid=str(ds.FrameOfReferenceUID) if "FrameOfReferenceUID" in ds else None,
-        series_number=int(number) if number not in (None, "") else None,
-        series_description=str(ds.SeriesDescription) if "SeriesDescription" in ds else None,
+        study_instance_uid=first.text("StudyInstanceUID"),
+        series_instance_uid=first.text("SeriesInstanceUID"),
+        modality=first.text("Modality").upper(),
+        frame_of_reference_uid=first.text("FrameOfReferenceUID") or None,
+        series_number=int(number) if number is not None else None,
+        series_description=first.text("SeriesDescription") or None,
     )

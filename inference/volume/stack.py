@@ -42,18 +42,18 @@ class Stack:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        ds = self.planes[0].instance.dataset
-        return (len(self.planes), int(ds.Rows), int(ds.Columns))
+        instance = self.planes[0].instance
+        return (len(self.planes), instance.integer("Rows"), instance.integer("Columns"))
 
 
 def _stack_key(plane: Plane) -> tuple[object, ...]:
-    ds = plane.instance.dataset
+    instance = plane.instance
     return (
-        str(ds.get("FrameOfReferenceUID", "")),
+        instance.text("FrameOfReferenceUID"),
         plane.image_type,
         plane.echo_number,
-        int(ds.Rows),
-        int(ds.Columns),
+        instance.integer("Rows"),
+        instance.integer("Columns"),
         tuple(round(v, 4) for v in plane.pixel_spacing),
     )
 
@@ -157,10 +157,9 @@ def _order_and_check(
 
 
 def _single_slice_step(plane: Plane) -> float:
-    ds = plane.instance.dataset
-    for value in (ds.get("SpacingBetweenSlices"), plane.slice_thickness):
-        if value not in (None, "") and float(value) > 0:
-            return float(value)
+    for value in (plane.instance.number("SpacingBetweenSlices"), plane.slice_thickness):
+        if value is not None and value > 0:
+            return value
     return 1.0
 
 
