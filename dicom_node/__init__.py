@@ -1,1 +1,1 @@
-"""DICOM networking: the listener (C-ECHO, C-STORE), its policy, the spool, study-stable detection."""
+"""DICOM networking: the listener (C-ECHO, C-STORE), its policy, the spool, stable studies."""

@@ -69,7 +69,7 @@ class _Walker:
         if offset + 8 > len(self.data):
             raise self._fail(offset, "ends inside an element header (truncated)")
         group, element = self.tag_struct.unpack_from(self.data, offset)
-        return (group << 16) | element
+        return int((group << 16) | element)
 
     def walk_dataset(self, offset: int, end: int, depth: int) -> int:
         """Walk elements from ``offset``; stop at ``end`` or an item delimiter when undefined."""

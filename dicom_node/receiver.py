@@ -14,7 +14,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from sqlalchemy import Engine
 
 from dicom_node import status
@@ -41,14 +41,12 @@ class AssociationTally:
     failed: int = 0
 
 
-def part10_header(
-    ids_sop_class: str, ids_sop_instance: str, transfer_syntax: str, source_ae: str
-) -> bytes:
+def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> bytes:
     """Preamble and File Meta Information (PS3.10 7.1) for a data set stored as received."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ids_sop_class
-    meta.MediaStorageSOPInstanceUID = ids_sop_instance
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     meta.SourceApplicationEntityTitle = source_ae

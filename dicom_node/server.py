@@ -43,7 +43,7 @@ class TunedAssociationServer(ThreadedAssociationServer):
     """
 
     def server_bind(self) -> None:
-        if hasattr(socket, "SO_REUSEPORT"):
+        if hasattr(socket, "SO_REUSEPORT") and self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
@@ -89,7 +89,7 @@ class Listener:
 
     def start(self) -> None:
         node = self.settings.node
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_ended),

@@ -10,6 +10,7 @@ either no file or a complete one under the final name; temporary leftovers are r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -151,7 +152,5 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _remove_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass

@@ -105,7 +105,7 @@ def test_storescu_200_instance_study_one_association(running_node: Any, tmp_path
 
 @pytest.mark.peer
 def test_storescu_concurrent_associations(running_node: Any, tmp_path: Path) -> None:
-    study_uid, files = write_ct_study(tmp_path / "study", (50, 50, 50, 50))
+    _, files = write_ct_study(tmp_path / "study", (50, 50, 50, 50))
     chunks = [files[i::4] for i in range(4)]
     threads = [threading.Thread(target=storescu, args=(running_node, c)) for c in chunks]
     for t in threads:
@@ -281,7 +281,7 @@ def test_pynetdicom_scu_and_stable_study_job(running_node: Any, tmp_path: Path) 
     ae.shutdown()
     wait_for(lambda: count(running_node, Job) == 1)
     # A later instance re-opens the study: a second job after the next quiet period.
-    extra_uid, extra_files = write_ct_study(tmp_path / "more", (1,))
+    _, extra_files = write_ct_study(tmp_path / "more", (1,))
     late = dcmread(extra_files[0])
     late.StudyInstanceUID = study_uid
     late_path = tmp_path / "late.dcm"

@@ -36,14 +36,16 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("text", "names"),
     [
-        ('[node]\nport = 70000\n', ["node.port", "70000", "less than or equal to 65535"]),
+        ("[node]\nport = 70000\n", ["node.port", "70000", "less than or equal to 65535"]),
         ('[node]\nae_title = "A\\\\B"\n', ["node.ae_title", "backslash"]),
         ('[node]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n', ["node.ae_title", "16"]),
         ('[store]\ndatabase_url = "mysql://x"\n', ["store.database_url", "postgresql"]),
-        ('[study]\nstable_seconds = -1\n', ["study.stable_seconds", "greater than 0"]),
-        ('[node]\nprot = 1\n', ["node.prot", "Extra inputs"]),
-        ('[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "h"\nport = 0\n',
-         ["destinations.0.port"]),
+        ("[study]\nstable_seconds = -1\n", ["study.stable_seconds", "greater than 0"]),
+        ("[node]\nprot = 1\n", ["node.prot", "Extra inputs"]),
+        (
+            '[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "h"\nport = 0\n',
+            ["destinations.0.port"],
+        ),
         ("[node\n", ["cannot read configuration file"]),
     ],
 )

@@ -1,0 +1,274 @@
+"""Ingest benchmark: vlnode against dcmtk storescp and Orthanc, same series, same rounds.
+
+Sends one generated 300-slice 512x512 CT series (about 157 MB) over loopback with dcmtk's
+``storescu`` to three receivers, interleaved round by round so that machine drift hits all
+of them alike, and prints the median throughput of each and vlnode's ratios:
+
+* ``storescp`` writing to disk without fsync: the speed reference;
+* Orthanc (Debian) with its SQLite index and ``SyncStorageArea`` on: the durable peer;
+* ``vlnode serve``: durable (fdatasync + rename + folder fsync + row commit per instance).
+
+Then the same with 4 concurrent associations (aggregate throughput), and the durability
+floor: the same files written with vlnode's own durable steps and no network.
+
+Run: ``.venv/bin/python benchmarks/ingest.py [--rounds 5] [--slices 300]``.
+Needs dcmtk and orthanc (scripts/setup.sh installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.dicom_factory import write_ct_study  # noqa: E402
+
+# dcmtk (and Orthanc, built on it) waits on Nagle's algorithm without this (NOTES.md).
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"receiver exited with {process.returncode} at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def settle() -> None:
+    # The disk is mounted with `discard`: deleting many files slows the next fsyncs (NOTES.md).
+    os.sync()
+    time.sleep(1.0)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def storescp(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
+    out = work / "storescp"
+    out.mkdir()
+    port = free_port()
+    args = ["storescp", "-aet", "STORESCP", "-od", str(out), "+xa", str(port)]
+    if fork:
+        args.insert(1, "--fork")
+    process = subprocess.Popen(args, env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process)
+        yield "STORESCP", port
+    finally:
+        stop(process)
+
+
+ORTHANC_SYNC_STORAGE_AREA = True  # Orthanc's own default, written out so it is visible
+
+
+@contextmanager
+def orthanc(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
+    del fork
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "vlnode-benchmark",
+        "StorageDirectory": str(work / "orthanc-storage"),
+        "IndexDirectory": str(work / "orthanc-index"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "SyncStorageArea": ORTHANC_SYNC_STORAGE_AREA,
+        "StorageCompression": False,
+        "DicomCheckCalledAet": False,
+        "Plugins": [],
+    }
+    path = work / "orthanc.json"
+    path.write_text(json.dumps(config))
+    process = subprocess.Popen(
+        ["Orthanc", str(path)], env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(dicom_port, process)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=10) as rsp:
+            json.load(rsp)
+        yield "ORTHANC", dicom_port
+    finally:
+        stop(process)
+
+
+@contextmanager
+def vlnode(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
+    del fork
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLNODE_")}
+    env.update(
+        VLNODE_NODE__PORT=str(port),
+        VLNODE_NODE__BIND_ADDRESS="127.0.0.1",
+        VLNODE_NODE__LISTENER_PROCESSES="2",
+        VLNODE_STORE__DATA_DIR=str(work / "vlnode-data"),
+        VLNODE_LOGGING__LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vlnode.cli", "serve"], env=env, cwd=work,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        time.sleep(1.0)  # let the second listener process bind too
+        yield "VLNODE", port
+    finally:
+        stop(process)
+
+
+Receiver = Callable[[Path, bool], "contextmanager[tuple[str, int]]"]
+RECEIVERS: dict[str, Callable[[Path, bool], object]] = {
+    "storescp": storescp,
+    "orthanc": orthanc,
+    "vlnode": vlnode,
+}
+
+
+def send(files: list[Path], ae: str, port: int, associations: int) -> float:
+    """Send ``files`` over ``associations`` concurrent storescu runs; return seconds."""
+    groups = [files[i::associations] for i in range(associations)]
+    start = time.perf_counter()
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aec", ae, "127.0.0.1", str(port), *map(str, group)],
+            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    for sender in senders:
+        _, err = sender.communicate()
+        if sender.returncode != 0:
+            raise RuntimeError(f"storescu to {ae} failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - start
+
+
+def durability_floor(files: list[Path], work: Path) -> float:
+    """vlnode's durable steps for every file (no network): write, fdatasync, rename, commit."""
+    from pydicom.filereader import read_file_meta_info
+
+    from dicom_node.header import read_identifiers
+    from dicom_node.receiver import part10_header
+    from dicom_node.spool import Spool
+    from store import ingest
+    from store.database import make_engine, upgrade_schema
+    from store.records import ReceivedInstance
+    from store.tables import utcnow
+
+    data_dir = work / "floor"
+    engine = make_engine(f"sqlite:///{data_dir / 'vlnode.db'}")
+    upgrade_schema(engine)
+    spool = Spool(data_dir, 0)
+    payloads = []
+    for path in files:
+        meta = read_file_meta_info(path)
+        raw = path.read_bytes()
+        payloads.append((raw[132 + 12 + int(meta.FileMetaInformationGroupLength) :], str(meta.TransferSyntaxUID)))
+    settle()
+    start = time.perf_counter()
+    for body, syntax in payloads:
+        ids = read_identifiers(body, syntax)
+        relative = spool.relative_path(ids)
+        header = part10_header(ids.sop_class_uid, ids.sop_instance_uid, syntax, "FLOOR")
+        size = spool.write(relative, [header, body])
+        ingest.record_instance(
+            engine,
+            ReceivedInstance(
+                ids.study_instance_uid, ids.series_instance_uid, ids.sop_instance_uid,
+                ids.sop_class_uid, syntax, ids.modality, str(relative), size, utcnow(), "FLOOR", None,
+            ),
+        )
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    shutil.rmtree(data_dir)
+    return elapsed
+
+
+def measure(files: list[Path], work: Path, rounds: int, associations: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in RECEIVERS}
+    for round_number in range(rounds):
+        for name, receiver in RECEIVERS.items():
+            round_dir = work / f"{name}-{associations}-{round_number}"
+            round_dir.mkdir()
+            with receiver(round_dir, associations > 1) as (ae, port):  # type: ignore[attr-defined]
+                settle()
+                times[name].append(send(files, ae, port, associations))
+            shutil.rmtree(round_dir)
+    return times
+
+
+def report(title: str, times: dict[str, list[float]], megabytes: float) -> None:
+    print(f"\n{title}")
+    rates = {}
+    for name, values in times.items():
+        median = statistics.median(values)
+        rates[name] = megabytes / median
+        spread = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name:9s} median {median:6.2f} s  {rates[name]:7.1f} MB/s   (rounds: {spread} s)")
+    print(f"ratio vlnode/orthanc: {rates['vlnode'] / rates['orthanc']:.2f}")
+    print(f"ratio vlnode/storescp: {rates['vlnode'] / rates['storescp']:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--associations", type=int, default=4)
+    args = parser.parse_args()
+    for tool in ("storescu", "storescp", "Orthanc"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: run scripts/setup.sh (Debian dcmtk and orthanc)", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="vlnode-ingest-") as tmp:
+        work = Path(tmp)
+        _, files = write_ct_study(work / "series", (args.slices,), rows=512, columns=512)
+        megabytes = sum(p.stat().st_size for p in files) / 1e6
+        print(f"series: {len(files)} files, {megabytes:.1f} MB; rounds: {args.rounds}")
+        print(f"orthanc SyncStorageArea: {str(ORTHANC_SYNC_STORAGE_AREA).lower()} (fsync of each file)")
+        print("all dcmtk processes run with TCP_NODELAY=1")
+        one = measure(files, work, args.rounds, 1)
+        report("one association", one, megabytes)
+        many = measure(files, work, args.rounds, args.associations)
+        report(f"{args.associations} concurrent associations (aggregate)", many, megabytes)
+        floors = [durability_floor(files, work) for _ in range(3)]
+        print(f"\nfloor: {statistics.median(floors):.2f} s  (vlnode's durable steps alone, no network)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
