@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.volume import Volume3D, rebuild_series  # noqa: E402
+from inference.volume import Volume3D, rebuild_series
 
 ROWS = COLUMNS = 512
 SPACING = (0.7, 0.7)
@@ -170,8 +170,9 @@ def main() -> int:
         print(f"{args.slices} x {ROWS} x {COLUMNS} CT in {root}; {os.cpu_count()} CPUs", flush=True)
         plain = write_series(root / "uncompressed", args.slices, j2k=False)
         bench("uncompressed", root / "uncompressed", plain, args.rounds)
-        j2k = write_series(root / "j2k", args.slices, j2k=True)
-        bench("JPEG 2000 lossless", root / "j2k", j2k, args.j2k_rounds)
+        if args.j2k_rounds:
+            j2k = write_series(root / "j2k", args.slices, j2k=True)
+            bench("JPEG 2000 lossless", root / "j2k", j2k, args.j2k_rounds)
     finally:
         if not args.keep:
             shutil.rmtree(root)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
@@ -57,8 +57,7 @@ KEYWORDS = (
     "PixelRepresentation",
     "RescaleIntercept",
     "RescaleSlope",
-    "PerFrameFunctionalGroupsSequence",
-)
+)  # GDCM reads each file only up to the last of these: keep them all before group 0029
 _TAGS = tuple(tag_for_keyword(k) or 0 for k in KEYWORDS)
 
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
@@ -74,6 +73,10 @@ class InstanceHeader:
     path: Path
     values: Mapping[str, str]  # keyword -> value; multiple values joined by a backslash
     transfer_syntax: UID
+    # Parsed numbers by keyword: each is asked for many times while stacks are checked.
+    _numbers: dict[str, tuple[float, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -89,13 +92,16 @@ class InstanceHeader:
 
     def numbers(self, keyword: str) -> tuple[float, ...]:
         """A numeric value of any multiplicity; empty when absent. Raises VolumeError."""
+        cached = self._numbers.get(keyword)
+        if cached is not None:
+            return cached
         value = self.values.get(keyword)
-        if not value:
-            return ()
         try:
-            return tuple(float(v) for v in value.split("\\"))
+            found = tuple(float(v) for v in value.split("\\")) if value else ()
         except ValueError as exc:
             raise VolumeError(f"{self.path.name}: unreadable {keyword} {value!r}") from exc
+        self._numbers[keyword] = found
+        return found
 
     def number(self, keyword: str, default: float | None = None) -> float | None:
         found = self.numbers(keyword)
@@ -107,6 +113,12 @@ class InstanceHeader:
 
     def has(self, keyword: str) -> bool:
         return keyword in self.values
+
+    @property
+    def may_have_functional_groups(self) -> bool:
+        """Whether the plane may live in functional groups (enhanced multi-frame) rather than
+        in top-level attributes; only then is the whole header parsed."""
+        return self.number_of_frames > 1 or not self.has("ImagePositionPatient")
 
     @property
     def sop_instance_uid(self) -> str:

@@ -73,7 +73,7 @@ def has_plane_geometry(instance: InstanceHeader) -> bool:
     """Whether the instance places its frames in patient space at all."""
     if instance.has("ImagePositionPatient") and instance.has("ImageOrientationPatient"):
         return True
-    if not instance.has("PerFrameFunctionalGroupsSequence"):
+    if not instance.may_have_functional_groups:
         return False
     ds = instance.dataset
     shared = _item(ds, "SharedFunctionalGroupsSequence")
@@ -96,10 +96,12 @@ def planes_of(instance: InstanceHeader) -> list[Plane]:
     image_type = tuple(v.upper() for v in kind.split("\\")[:3]) if kind else ()
     echoes = instance.numbers("EchoNumbers")
     echo_number = int(echoes[0]) if echoes else None
-    if not instance.has("PerFrameFunctionalGroupsSequence"):
+    if not instance.may_have_functional_groups:
         return [_classic_plane(instance, image_type, echo_number)]
     ds = instance.dataset
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return [_classic_plane(instance, image_type, echo_number)]
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     if len(per_frame) != instance.number_of_frames:
         raise VolumeError(
