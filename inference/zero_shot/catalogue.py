@@ -1,0 +1,110 @@
+"""The finding catalogue: what the findings model reports, and the prompts that score it.
+
+A catalogue is a TOML file (``conf/findings/*.toml``), copied into every model package::
+
+    name = "medpix"
+    [[finding]]
+    name = "ct"                 # unique key
+    display = "CT"              # what a report shows
+    group = "modality"          # optional: members of a group are mutually exclusive
+    snomed = "77477000"         # SNOMED CT code, for the SR
+    positive = ["a CT scan", "computed tomography image"]
+    negative = []               # binary findings: "no pleural effusion", ...
+    label = { column = "type", value = "CT" }   # evaluation only: how the archive labels it
+
+Findings in a group are scored by a softmax over the group's classes; a finding without a
+group by a softmax of its positive against its negative prompts (CheXzero).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is unreadable or a finding entry is incomplete."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    display: str
+    positive: tuple[str, ...]
+    negative: tuple[str, ...] = ()
+    group: str | None = None
+    snomed: str | None = None
+    label_column: str | None = None
+    label_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FindingCatalogue:
+    name: str
+    findings: tuple[Finding, ...]
+
+    def groups(self) -> dict[str, tuple[Finding, ...]]:
+        out: dict[str, list[Finding]] = {}
+        for f in self.findings:
+            if f.group:
+                out.setdefault(f.group, []).append(f)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def binary(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if not f.group)
+
+    def find(self, name: str) -> Finding:
+        for f in self.findings:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def load_catalogue(path: str | Path) -> FindingCatalogue:
+    """Read and check a catalogue; :class:`CatalogueError` names the entry that is wrong."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CatalogueError(f"cannot read finding catalogue {str(file)!r}: {exc}") from exc
+    entries = raw.get("finding", [])
+    if not isinstance(entries, list) or not entries:
+        raise CatalogueError(f"{file}: no [[finding]] entries")
+    findings: list[Finding] = []
+    for i, entry in enumerate(entries, start=1):
+        name = entry.get("name")
+        where = f"{file}: finding {i} ({name!r})"
+        if not isinstance(name, str) or not name:
+            raise CatalogueError(f"{where}: name is required")
+        positive = entry.get("positive", [])
+        negative = entry.get("negative", [])
+        if not positive or not all(isinstance(p, str) and p.strip() for p in positive):
+            raise CatalogueError(f"{where}: positive needs at least one non-empty prompt")
+        if not isinstance(negative, list) or not all(isinstance(p, str) for p in negative):
+            raise CatalogueError(f"{where}: negative must be a list of prompts")
+        group = entry.get("group")
+        if group is None and not negative:
+            raise CatalogueError(f"{where}: a finding outside a group needs negative prompts")
+        label = entry.get("label", {})
+        values = label.get("value", ())
+        values = (values,) if isinstance(values, str) else tuple(values)
+        findings.append(
+            Finding(
+                name=name,
+                display=str(entry.get("display", name)),
+                positive=tuple(positive),
+                negative=tuple(negative),
+                group=str(group) if group else None,
+                snomed=str(entry["snomed"]) if entry.get("snomed") else None,
+                label_column=label.get("column"),
+                label_values=values,
+            )
+        )
+    names = [f.name for f in findings]
+    if len(set(names)) != len(names):
+        raise CatalogueError(f"{file}: finding names must be unique")
+    for group, members in FindingCatalogue("", tuple(findings)).groups().items():
+        if len(members) < 2:
+            raise CatalogueError(f"{file}: group {group!r} needs at least two findings")
+    return FindingCatalogue(name=str(raw.get("name", file.stem)), findings=tuple(findings))

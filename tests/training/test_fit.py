@@ -1,0 +1,51 @@
+"""Training: a two-epoch run, and the same run interrupted after one epoch and resumed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.config import TrainConfigError, load_train_config
+from training.distributed import DistContext
+from training.fit import train
+
+from .conftest import write_train_config
+
+CPU = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, archive: Path) -> None:
+    config = load_train_config(write_train_config(tmp_path, archive, epochs=2))
+    whole = train(config, tmp_path / "whole", CPU, progress=False)
+    assert whole.epochs_run == 2
+    log = (tmp_path / "whole" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+    assert (tmp_path / "whole" / "train_log.csv").read_text().startswith("epoch,step")
+
+    # The same run stopped after epoch 1 (a 1-epoch budget), then resumed to 2 epochs.
+    first = replace(config, optim=replace(config.optim, epochs=2, max_steps=3))
+    train(first, tmp_path / "split", CPU, progress=False)
+    checkpoint = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["step"] == 3
+    resumed = train(config, tmp_path / "split", CPU, progress=False)
+    assert resumed.epochs_run == 1
+    for (name, a), (_, b) in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        # Adam moves near-zero gradients by about lr; float sums differ in the last bits.
+        assert torch.allclose(a, b, atol=1e-3), name
+
+
+def test_bad_config_values_are_named(tmp_path: Path, archive: Path) -> None:
+    with pytest.raises(TrainConfigError, match=r"optim\.batch_size"):
+        load_train_config(write_train_config(tmp_path, archive, batch_size=1))
+    with pytest.raises(TrainConfigError, match=r"optim\.epochs"):
+        load_train_config(write_train_config(tmp_path, archive, epochs=0))
+    with pytest.raises(TrainConfigError, match=r"optim\.select"):
+        load_train_config(write_train_config(tmp_path, archive, select='"best"'))
+    with pytest.raises(TrainConfigError, match=r"optim\.colour"):
+        load_train_config(write_train_config(tmp_path, archive, colour=1))

@@ -1,0 +1,135 @@
+"""Packages (save, load, hash check, never overwritten) and the registry commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference.packages import PackageError, load_findings_package, verify_package
+from training.config import load_train_config
+from training.distributed import DistContext
+from training.fit import train
+from training.package import next_version, write_package
+from vlnode.cli import main
+
+from .conftest import write_train_config
+
+CPU = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+
+
+@pytest.fixture
+def package(tmp_path: Path, archive: Path) -> Path:
+    config = load_train_config(write_train_config(tmp_path, archive, epochs=1))
+    result = train(config, tmp_path / "run", CPU, progress=False)
+    root = tmp_path / "models"
+    version = next_version(root, config.name)
+    assert version == "1"
+    destination = root / config.name / version
+    write_package(
+        destination,
+        config.name,
+        version,
+        "findings",
+        result.model,
+        result.tokenizer,
+        config.catalogue,
+    )
+    return destination
+
+
+def test_package_round_trip_gives_the_same_embeddings(package: Path, archive: Path) -> None:
+    loaded = load_findings_package(package)
+    assert loaded.manifest.version == "1"
+    emb = loaded.embed_texts(["Axial CT of the chest", "Sagittal T2 MRI"])
+    again = load_findings_package(package).embed_texts(["Axial CT of the chest", "Sagittal T2 MRI"])
+    assert emb.shape == (2, 16) and torch.allclose(emb, again)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_altered_package_is_refused(package: Path) -> None:
+    verify_package(package)
+    weights = package / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PackageError, match=r"weights\.safetensors does not match"):
+        load_findings_package(package)
+
+
+def test_versions_are_never_overwritten(package: Path) -> None:
+    loaded = load_findings_package(package)
+    with pytest.raises(FileExistsError, match="never reused"):
+        write_package(
+            package,
+            "x",
+            "1",
+            "findings",
+            loaded.model,
+            loaded.tokenizer,
+            package / "catalogue.toml",
+        )
+    assert next_version(package.parent.parent, package.parent.name) == "2"
+
+
+def test_registry_commands(
+    package: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VLNODE_STORE__DATA_DIR", str(tmp_path / "data"))
+    assert main(["models", "list"]) == 0
+    assert "no model versions" in capsys.readouterr().out
+    assert main(["models", "register", str(package)]) == 0
+    registered = tmp_path / "data" / "models" / "synthetic-tiny" / "1"
+    assert (registered / "package.json").is_file()
+    # The same version again is refused; nothing is overwritten.
+    assert main(["models", "register", str(package)]) == 1
+    assert "never overwritten" in capsys.readouterr().err
+    assert main(["models", "activate", "synthetic-tiny", "1"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic-tiny" in out and "yes" in out
+    assert main(["models", "show", "synthetic-tiny"]) == 0
+    assert "integrity ok" in capsys.readouterr().out
+    assert main(["models", "activate", "synthetic-tiny", "9"]) == 1
+    manifest = json.loads((registered / "package.json").read_text())
+    (registered / "config.json").write_text("{}", encoding="utf-8")
+    assert main(["models", "show", "synthetic-tiny", "1"]) == 1
+    assert manifest["content_hash"]
+
+
+def test_evaluate_command_prints_and_writes_json(
+    package: Path, archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval.json"
+    code = main(
+        [
+            "evaluate",
+            "--package",
+            str(package),
+            "--data",
+            str(archive),
+            "--split",
+            "dev",
+            "--json",
+            str(out),
+            "--bootstrap",
+            "50",
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "modality: macro one-vs-rest AUC" in printed
+    results = json.loads(out.read_text())
+    modality = results["groups"]["modality"]
+    assert modality["n"] == 12 and 0.0 <= modality["macro_auc"]["value"] <= 1.0
+    assert modality["macro_auc"]["ci_low"] <= modality["macro_auc"]["ci_high"]
+    assert "recall_at_10" in results["retrieval"]
+    assert (tmp_path / "plots" / "roc_modality.png").is_file()

@@ -1,0 +1,168 @@
+"""The training configuration (a TOML file), read into typed, validated, frozen objects.
+
+Relative paths in the file are taken relative to the file's own folder, so a configuration
+committed under ``conf/findings`` finds ``../shared/data`` from any working directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from inference.models.config import DualEncoderConfig, ModelConfigError
+
+
+class TrainConfigError(ValueError):
+    """A training configuration value is missing or not allowed (the message names it)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    archive: Path = Path()
+    train_split: str = "train"
+    dev_split: str = "dev"
+    # Text views sampled per image and epoch; each is a list of section names joined in order.
+    text_views: tuple[tuple[str, ...], ...] = (("caption",),)
+    # Extra text-only reports for the tokenizer (and masked-language pretraining).
+    extra_text: tuple[Path, ...] = ()
+    limit: int = 0  # >0: use only the first N training records (tests, smoke runs)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    text_lr: float = 2e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    seed: int = 0
+    num_threads: int = 2
+    augment: bool = True
+    num_workers: int = 0
+    mixed_precision: bool = True  # on GPU only
+    max_steps: int = 0  # >0: stop after this many steps (tests)
+    # Which weights become the package: "last" (the final epoch: no selection on dev at all)
+    # or "dev_loss" (the epoch with the lowest dev contrastive loss, a label-free criterion).
+    select: str = "last"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    task: str
+    model: DualEncoderConfig
+    catalogue: Path
+    data: DataConfig
+    optim: OptimConfig
+    source: Path = field(default=Path())
+
+    def with_overrides(self, **kwargs: Any) -> TrainConfig:
+        return replace(self, **kwargs)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a training configuration; raise :class:`TrainConfigError` naming what is wrong."""
+    file = Path(path).resolve()
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrainConfigError(f"cannot read training configuration {str(file)!r}: {exc}") from exc
+    base = file.parent
+    allowed = {"name", "task", "preset", "model", "catalogue", "data", "optim"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise TrainConfigError(f"{file}: unknown key(s) {', '.join(unknown)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise TrainConfigError(f"{file}: name = {name!r}: letters, digits, - and _ only")
+    model_data: dict[str, Any] = {}
+    if "preset" in raw:
+        preset = base / str(raw["preset"])
+        try:
+            model_data = tomllib.loads(preset.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TrainConfigError(f"{file}: cannot read preset {str(preset)!r}: {exc}") from exc
+    model_data = _merge(model_data, raw.get("model", {}))
+    try:
+        model = DualEncoderConfig.from_dict(model_data)
+    except ModelConfigError as exc:
+        raise TrainConfigError(f"{file}: {exc}") from exc
+    if "catalogue" not in raw:
+        raise TrainConfigError(f"{file}: catalogue (a finding catalogue file) is required")
+    data = _section(DataConfig, raw.get("data", {}), "data", file)
+    data = replace(
+        data,
+        archive=(base / data.archive).resolve(),
+        extra_text=tuple((base / p).resolve() for p in data.extra_text),
+        text_views=tuple(tuple(v) for v in data.text_views),
+    )
+    if not data.text_views or not all(data.text_views):
+        raise TrainConfigError(f"{file}: data.text_views needs at least one non-empty list")
+    optim = _section(OptimConfig, raw.get("optim", {}), "optim", file)
+    for key in ("epochs", "batch_size", "num_threads"):
+        if getattr(optim, key) < 1:
+            raise TrainConfigError(f"{file}: optim.{key} = {getattr(optim, key)}: must be >= 1")
+    if optim.batch_size < 2:
+        raise TrainConfigError(f"{file}: optim.batch_size must be at least 2 (contrastive)")
+    if optim.select not in ("last", "dev_loss"):
+        raise TrainConfigError(f"{file}: optim.select = {optim.select!r}: 'last' or 'dev_loss'")
+    if not optim.lr > 0:
+        raise TrainConfigError(f"{file}: optim.lr = {optim.lr}: must be > 0")
+    return TrainConfig(
+        name=name,
+        task=str(raw.get("task", "findings")),
+        model=model,
+        catalogue=(base / str(raw["catalogue"])).resolve(),
+        data=data,
+        optim=optim,
+        source=file,
+    )
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _section(kind: type[Any], data: Any, prefix: str, file: Path) -> Any:
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{file}: [{prefix}] must be a table")
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise TrainConfigError(
+            f"{file}: unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
+            f"allowed: {', '.join(sorted(names))}"
+        )
+    default = kind()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        want = getattr(default, key)
+        ok = (
+            isinstance(value, list)
+            if isinstance(want, tuple)
+            else isinstance(value, bool)
+            if isinstance(want, bool)
+            else isinstance(value, int | float) and not isinstance(value, bool)
+            if isinstance(want, float)
+            else isinstance(value, int) and not isinstance(value, bool)
+            if isinstance(want, int)
+            else isinstance(value, str)
+        )
+        if not ok:
+            raise TrainConfigError(
+                f"{file}: {prefix}.{key} = {value!r}: expected {type(want).__name__}"
+            )
+        if isinstance(want, Path):
+            value = Path(value)
+        elif isinstance(want, float):
+            value = float(value)
+        elif isinstance(want, tuple) and key == "extra_text":
+            value = tuple(Path(v) for v in value)
+        values[key] = value
+    return kind(**values)

@@ -1,0 +1,422 @@
+"""Fitting the dual encoder: the contrastive training loop with checkpoint and resume.
+
+One code path for a 2-core CPU and for several GPUs under ``torchrun``: batches are sharded by
+rank, embeddings gathered across ranks for the loss, mixed precision on GPU. Every epoch ends
+with a checkpoint (model, optimiser, scheduler, random states) written atomically, and a line
+in ``train_log.jsonl`` / ``train_log.csv``; the weights with the lowest dev contrastive loss
+(a label-free criterion: the dev labels are never used to pick the model) are kept apart,
+and become the package when ``optim.select = "dev_loss"``; by default the last epoch's do.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference.models.dual_encoder import DualEncoder
+from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_wordpiece
+from training.archive import ArchiveRecord, ReadSummary, read_image_archive
+from training.config import TrainConfig
+from training.datasets import ImageSet, augment, load_images, text_views
+from training.distributed import DistContext, all_gather_with_grad, mean_over_ranks
+from training.loss import contrastive_loss
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+LOG_JSONL = "train_log.jsonl"
+LOG_CSV = "train_log.csv"
+TOKENIZER = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: DualEncoder
+    tokenizer: TextTokenizer
+    run_dir: Path
+    best_epoch: int
+    best_dev_loss: float
+    epochs_run: int
+    seconds: float
+    summary: tuple[ReadSummary, ...]
+    train_records: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_tokenizer(config: TrainConfig, texts: list[str], run_dir: Path) -> TextTokenizer:
+    """The tokenizer of the run: the pretrained encoder's own, or WordPiece trained on text."""
+    saved = run_dir / TOKENIZER
+    max_length = config.model.text.max_length
+    if saved.is_file():  # resume: exactly the tokenizer the checkpoint was trained with
+        return TextTokenizer.from_file(saved, max_length)
+    if config.model.text.source == "pretrained":
+        folder = resolve_pretrained(config.model.text.pretrained)
+        tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length)
+    else:
+        corpus = list(texts)
+        for extra in config.data.extra_text:
+            corpus += _extra_corpus(extra)
+        tokenizer = train_wordpiece(corpus, config.model.text.vocab_size, max_length)
+    return tokenizer
+
+
+def _extra_corpus(path: Path) -> list[str]:
+    """Free text of a text-only report archive (CSV: every text column but ids and terms)."""
+    from training.archive.report_text import clean_text
+
+    out: list[str] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            for key in ("indication", "findings", "impression"):
+                text = clean_text(row.get(key))
+                if text:
+                    out.append(text)
+    return out
+
+
+class _TextBank:
+    """All distinct training/dev texts, with cached encoder features when the encoder is frozen."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.index = {t: i for i, t in enumerate(texts)}
+        self.features: torch.Tensor | None = None
+
+    def cache_features(
+        self, model: DualEncoder, tokenizer: TextTokenizer, device: torch.device, folder: Path
+    ) -> None:
+        """Encode every text once with the frozen encoder, reusing an earlier run's cache."""
+        text_cfg = model.config.text
+        identity = [text_cfg.pretrained, str(text_cfg.max_length), text_cfg.pooling, *self.texts]
+        key = hashlib.sha256("\x00".join(identity).encode()).hexdigest()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"text-features-{key[:16]}.pt"
+        if path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == key:
+                self.features = saved["features"]
+                return
+        feats = []
+        with torch.no_grad():
+            for i in range(0, len(self.texts), 64):
+                batch = tokenizer(self.texts[i : i + 64])
+                feats.append(
+                    model.text_features(batch.input_ids.to(device), batch.attention_mask.to(device))
+                    .float()
+                    .cpu()
+                )
+        self.features = torch.cat(feats)
+        _save_atomic({"key": key, "features": self.features}, path)
+
+
+def _encode_texts(
+    model: DualEncoder,
+    bank: _TextBank,
+    ids: list[int],
+    tokenizer: TextTokenizer,
+    device: torch.device,
+) -> torch.Tensor:
+    if bank.features is not None:
+        return model.project_text(bank.features[ids].to(device))
+    batch = tokenizer([bank.texts[i] for i in ids])
+    return model.encode_text(batch.input_ids.to(device), batch.attention_mask.to(device))
+
+
+def _param_groups(model: DualEncoder, config: TrainConfig) -> list[dict[str, Any]]:
+    text, decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("text_encoder."):
+            text.append(p)
+        elif p.ndim < 2 or name == "logit_scale":
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    o = config.optim
+    groups = [
+        {"params": decay, "lr": o.lr, "weight_decay": o.weight_decay},
+        {"params": no_decay, "lr": o.lr, "weight_decay": 0.0},
+    ]
+    if text:
+        groups.append({"params": text, "lr": o.text_lr, "weight_decay": o.weight_decay})
+    return groups
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def dev_metrics(
+    model: DualEncoder,
+    images: ImageSet,
+    text_ids: list[int],
+    bank: _TextBank,
+    tokenizer: TextTokenizer,
+    device: torch.device,
+) -> dict[str, float]:
+    """Label-free dev figures: contrastive loss and image-to-text recall@10 (same text = hit)."""
+    model.eval()
+    img = torch.cat(
+        [
+            model.encode_image(images.images[i : i + 64].float().to(device))
+            for i in range(0, len(text_ids), 64)
+        ]
+    )
+    txt = torch.cat(
+        [
+            _encode_texts(model, bank, text_ids[i : i + 64], tokenizer, device)
+            for i in range(0, len(text_ids), 64)
+        ]
+    )
+    groups = torch.tensor(text_ids, device=device)
+    loss = float(contrastive_loss(img.float(), txt.float(), model.scale(), groups))
+    sims = img.float() @ txt.float().t()
+    top = sims.topk(min(10, sims.shape[1]), dim=1).indices
+    hits = (groups[top] == groups[:, None]).any(1).float().mean()
+    model.train()
+    return {"dev_loss": loss, "dev_recall_at_10": float(hits)}
+
+
+def _records(config: TrainConfig, split: str, summaries: list[ReadSummary]) -> list[ArchiveRecord]:
+    archive = read_image_archive(config.data.archive, split=split, require_text=True)
+    summaries.append(archive.summary)
+    return list(archive.records)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    ctx: DistContext,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+) -> TrainResult:
+    """Train (or resume, when ``run_dir`` holds a checkpoint) and return the best model.
+
+    ``cache_dir`` keeps the frozen text encoder's features between runs (default: the run's
+    parent folder), keyed by the encoder and the exact texts.
+    """
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    o = config.optim
+    torch.set_num_threads(o.num_threads)
+    seed_everything(o.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summaries: list[ReadSummary] = []
+    train_records = _records(config, config.data.train_split, summaries)
+    if config.data.limit:
+        train_records = train_records[: config.data.limit]
+    dev_records = _records(config, config.data.dev_split, summaries)
+    image_cfg = config.model.image
+    train_set = load_images(train_records, image_cfg, summaries[0])
+    dev_set = load_images(dev_records, image_cfg, summaries[1])
+    if len(train_set.records) < o.batch_size * ctx.world_size:
+        raise ValueError(
+            f"{len(train_set.records)} usable training records: fewer than one batch "
+            f"({o.batch_size} x {ctx.world_size} processes)"
+        )
+    views = config.data.text_views
+    train_views = [text_views(r, views) for r in train_set.records]
+    # Dev pairs use the first view only (the caption for MedPix), a fixed target.
+    dev_texts = [text_views(r, views[:1]) or text_views(r, views) for r in dev_set.records]
+    all_texts = sorted({t for vs in train_views + dev_texts for t in vs})
+    bank = _TextBank(all_texts)
+    train_view_ids = [[bank.index[t] for t in vs] for vs in train_views]
+    dev_ids = [bank.index[vs[0]] for vs in dev_texts]
+
+    tokenizer = build_tokenizer(config, sorted({t for vs in train_views for t in vs}), run_dir)
+    if ctx.is_main:
+        tokenizer.save(run_dir / TOKENIZER)
+    model = DualEncoder(config.model, vocab_size=tokenizer.vocab_size).to(ctx.device)
+    if config.model.text.frozen:
+        bank.cache_features(
+            model, tokenizer, ctx.device, cache_dir or run_dir.parent / "text-cache"
+        )
+    # Under torchrun every rank holds the whole model; gradients are averaged by hand after the
+    # backward pass (the loss already spans every rank's embeddings through the gather).
+    if ctx.world_size > 1:
+        for p in model.parameters():
+            torch.distributed.broadcast(p.data, src=0)
+    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    steps_per_epoch = len(train_set.records) // (o.batch_size * ctx.world_size)
+    total_steps = steps_per_epoch * o.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, o.warmup_steps, total_steps)
+    )
+    use_amp = o.mixed_precision and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, step, best_loss, best_epoch = 0, 0, math.inf, -1
+    checkpoint = run_dir / CHECKPOINT
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        best_loss, best_epoch = state["best_dev_loss"], state["best_epoch"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+    model.train()
+    # The frozen text encoder stays in eval mode (no dropout) like its cached features.
+    if config.model.text.frozen:
+        model.text_encoder.eval()
+
+    epoch_done = start_epoch
+    for epoch in range(start_epoch, o.epochs):
+        epoch_done = epoch + 1
+        gen = torch.Generator().manual_seed(o.seed * 1000 + epoch)
+        perm = torch.randperm(len(train_set.records), generator=gen).tolist()
+        perm = perm[ctx.rank :: ctx.world_size]
+        rng = random.Random(o.seed * 1000 + epoch + 7919 * ctx.rank)
+        losses: list[float] = []
+        seen, t0 = 0, time.monotonic()
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{o.epochs}",
+            disable=not (progress and ctx.is_main),
+            leave=False,
+        )
+        for b in bar:
+            idx = perm[b * o.batch_size : (b + 1) * o.batch_size]
+            images = train_set.images[idx]
+            if o.augment:
+                images = augment(images, gen)
+            images = images.float().to(ctx.device, non_blocking=True)
+            ids = [rng.choice(train_view_ids[i]) for i in idx]
+            with torch.autocast(ctx.device.type, enabled=use_amp):
+                img = model.encode_image(images)
+                txt = _encode_texts(model, bank, ids, tokenizer, ctx.device)
+                groups = torch.tensor(ids, device=ctx.device)
+                loss = contrastive_loss(
+                    all_gather_with_grad(img.float(), ctx),
+                    all_gather_with_grad(txt.float(), ctx),
+                    model.scale(),
+                    all_gather_with_grad(groups, ctx) if ctx.world_size > 1 else groups,
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            if ctx.world_size > 1:
+                _all_reduce_grads(model, ctx)
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            seen += len(idx) * ctx.world_size
+            losses.append(float(loss.detach()))
+            rate = seen / max(1e-6, time.monotonic() - t0)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{rate:.0f}")
+            if o.max_steps and step >= o.max_steps:
+                break
+        bar.close()
+        dev = dev_metrics(model, dev_set, dev_ids, bank, tokenizer, ctx.device)
+        if config.model.text.frozen:
+            model.text_encoder.eval()
+        entry = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": mean_over_ranks(float(np.mean(losses)) if losses else math.nan, ctx),
+            **dev,
+            "temperature": float(1.0 / model.scale().detach()),
+            "lr": float(scheduler.get_last_lr()[0]),
+            "images_per_s": seen / max(1e-6, time.monotonic() - t0),
+            "elapsed_s": time.monotonic() - started,
+        }
+        if dev["dev_loss"] < best_loss:
+            best_loss, best_epoch = dev["dev_loss"], epoch + 1
+            if ctx.is_main:
+                _save_atomic(model.state_dict(), run_dir / BEST)
+        if ctx.is_main:
+            _append_log(run_dir, entry)
+            _save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "step": step,
+                    "best_dev_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate(),
+                },
+                checkpoint,
+            )
+            if progress:
+                print(
+                    f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}, dev loss "
+                    f"{dev['dev_loss']:.4f}, dev R@10 {dev['dev_recall_at_10']:.3f}, "
+                    f"{entry['images_per_s']:.1f} img/s",
+                    flush=True,
+                )
+        if ctx.world_size > 1:
+            torch.distributed.barrier()
+        if o.max_steps and step >= o.max_steps:
+            break
+    if o.select == "dev_loss" and (run_dir / BEST).is_file():
+        model.load_state_dict(
+            torch.load(run_dir / BEST, map_location=ctx.device, weights_only=True)
+        )
+    else:
+        best_epoch = epoch_done
+    model.eval()
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        best_epoch=best_epoch,
+        best_dev_loss=best_loss,
+        epochs_run=o.epochs - start_epoch,
+        seconds=time.monotonic() - started,
+        summary=tuple(summaries),
+        train_records=len(train_set.records),
+    )
+
+
+def _all_reduce_grads(model: DualEncoder, ctx: DistContext) -> None:
+    """Average gradients over ranks (the loss already saw every rank's embeddings)."""
+    for p in model.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= ctx.world_size
+
+
+def _append_log(run_dir: Path, entry: dict[str, Any]) -> None:
+    with (run_dir / LOG_JSONL).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    csv_path = run_dir / LOG_CSV
+    new = not csv_path.is_file()
+    with csv_path.open("a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(entry))
+        if new:
+            writer.writeheader()
+        writer.writerow(entry)

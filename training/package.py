@@ -1,0 +1,84 @@
+"""Writing a trained model as a package (see :mod:`inference.packages` for the layout)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from inference.models.dual_encoder import DualEncoder
+from inference.models.text_encoder import file_sha256, pretrained_weights_hash
+from inference.models.tokenizer import TextTokenizer
+from inference.packages import (
+    CATALOGUE,
+    CONFIG,
+    MANIFEST,
+    MODEL_FILES,
+    TOKENIZER,
+    WEIGHTS,
+    Manifest,
+    content_hash,
+)
+
+
+def next_version(root: Path, name: str) -> str:
+    """The next free integer version of ``name`` under ``root`` (versions are never reused)."""
+    folder = root / name
+    used = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    return str(max(used, default=0) + 1)
+
+
+def write_package(
+    destination: Path,
+    name: str,
+    version: str,
+    task: str,
+    model: DualEncoder,
+    tokenizer: TextTokenizer,
+    catalogue: Path,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write a package into ``destination``, which must not exist yet (never overwritten).
+
+    The files are written into a temporary sibling folder and renamed into place at the end,
+    so a crash leaves no half-written package behind.
+    """
+    from safetensors.torch import save_file
+
+    if destination.exists():
+        raise FileExistsError(f"package {destination} exists already; versions are never reused")
+    tmp = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    config = model.config
+    reference: dict[str, str] | None = None
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if config.text.source == "pretrained" and config.text.frozen and not config.text.store_weights:
+        reference = {
+            "pretrained": config.text.pretrained,
+            "sha256": pretrained_weights_hash(config.text),
+        }
+        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
+    save_file(state, str(tmp / WEIGHTS))
+    (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    tokenizer.save(tmp / TOKENIZER)
+    shutil.copyfile(catalogue, tmp / CATALOGUE)
+    files = {f: file_sha256(tmp / f) for f in MODEL_FILES}
+    manifest = Manifest(
+        name=name,
+        version=version,
+        task=task,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        content_hash=content_hash(files, reference),
+        files=files,
+        text_encoder_reference=reference,
+        extra=extra or {},
+    )
+    (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(destination)
+    return manifest

@@ -1,0 +1,224 @@
+"""The two commands' work, apart from argument parsing: train → package → evaluate → card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference.packages import load_findings_package
+from training.archive.image_files import detect_layout
+from training.config import TrainConfig
+from training.distributed import setup, teardown
+from training.evaluate.card import (
+    check_targets,
+    metric_lines,
+    plot_roc,
+    read_targets,
+    results_json,
+    target_lines,
+    write_card,
+)
+from training.evaluate.zero_shot_eval import embed_split, evaluate_zero_shot
+from training.fit import train
+from training.package import next_version, write_package
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    package: Path | None  # None on ranks other than 0
+    name: str
+    version: str
+    content_hash: str
+    results: dict[str, Any]
+
+
+def train_and_package(
+    config: TrainConfig,
+    models_root: Path,
+    run_dir: Path,
+    progress: bool = True,
+    evaluate: bool = True,
+    replicates: int = 1000,
+) -> TrainOutcome:
+    """Train, write a new package version under ``models_root/<name>/``, evaluate it on dev."""
+    ctx = setup()
+    try:
+        result = train(config, run_dir, ctx, progress=progress)
+    finally:
+        teardown()
+    if not ctx.is_main:
+        return TrainOutcome(None, config.name, "", "", {})
+    for summary in result.summary:
+        for line in summary.lines():
+            print(line, file=sys.stderr)
+    version = next_version(models_root, config.name)
+    destination = models_root / config.name / version
+    training_info = {
+        "config": str(config.source),
+        "archive": config.data.archive.name,
+        "train_split": config.data.train_split,
+        "dev_split": config.data.dev_split,
+        "train_records": result.train_records,
+        "text_views": [list(v) for v in config.data.text_views],
+        "best_epoch": result.best_epoch,
+        "best_dev_loss": result.best_dev_loss,
+        "epochs": config.optim.epochs,
+        "seed": config.optim.seed,
+        "seconds": round(result.seconds, 1),
+        "run_dir": str(run_dir),
+        "skipped": [s.to_dict() for s in result.summary],
+    }
+    manifest = write_package(
+        destination,
+        config.name,
+        version,
+        config.task,
+        result.model,
+        result.tokenizer,
+        config.catalogue,
+        extra={"training": training_info},
+    )
+    results: dict[str, Any] = {}
+    if evaluate:
+        results = evaluate_package(
+            destination, config.data.archive, config.data.dev_split, replicates=replicates
+        )
+        write_package_card(destination, results, config, replicates)
+    return TrainOutcome(destination, config.name, version, manifest.content_hash, results)
+
+
+def evaluate_package(
+    package: Path, data: Path, split: str | None, replicates: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Zero-shot and retrieval metrics of a package on a data folder's split."""
+    model = load_findings_package(package)
+    embedded = embed_split(model, data, split)
+    results = evaluate_zero_shot(model, embedded, replicates=replicates, seed=seed)
+    targets = read_targets(package / "catalogue.toml")
+    results["targets"] = check_targets(results, targets)
+    results["package"] = {
+        "path": str(package),
+        "name": model.manifest.name,
+        "version": model.manifest.version,
+        "content_hash": model.manifest.content_hash,
+    }
+    results["data"] = {
+        "folder": str(data),
+        "split": split,
+        "read_summary": list(embedded.summary_lines),
+    }
+    results["evaluated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return results
+
+
+def write_package_card(
+    package: Path, results: dict[str, Any], config: TrainConfig, replicates: int
+) -> None:
+    """metrics.json, ROC plots and MODEL_CARD.md inside the package (documentation files)."""
+    plots = plot_roc(results.get("_roc", {}), package)
+    clean = results_json(results)
+    (package / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+    manifest = json.loads((package / "package.json").read_text(encoding="utf-8"))
+    info = manifest["extra"]["training"]
+    layout = detect_layout(config.data.archive)
+    text = config.model.text
+    text_desc = (
+        f"pretrained `{text.pretrained}` (all-MiniLM-L6-v2, Apache-2.0), "
+        + (
+            "frozen, with a trained projection"
+            if text.frozen
+            else f"top {text.trainable_layers} layer(s) trained"
+        )
+        if text.source == "pretrained"
+        else f"BERT from configuration ({text.num_layers} layers, hidden {text.hidden_size}), "
+        f"WordPiece vocabulary of {text.vocab_size} trained on the archive text"
+    )
+    img = config.model.image
+    r = clean.get("retrieval", {})
+    parts: list[tuple[str, list[str]]] = [
+        (
+            "Intended use",
+            [
+                "Research and development of the vlnode findings pipeline: zero-shot scores of "
+                "the findings in the catalogue (`catalogue.toml`) and text-to-image search.",
+            ],
+        ),
+        (
+            "Training data",
+            [
+                f"- Archive: `{layout.name}` layout, split `{info['train_split']}` "
+                f"({info['train_records']} image/text pairs).",
+                f"- Licence of the data: {layout.licence}.",
+                f"- Training text (free text only): views {info['text_views']}, one sampled per "
+                "image and epoch. The archive's label columns (for MedPix `modality`, `plane`, "
+                "`location`, `location_category`) are never put into the training text and "
+                "never used as training targets: they judge the zero-shot scores below.",
+                "- Text encoder: all-MiniLM-L6-v2, Apache-2.0 (sentence-transformers)."
+                if text.source == "pretrained"
+                else "- Text encoder trained from scratch on this archive's text.",
+            ],
+        ),
+        (
+            "Model",
+            [
+                f"- Image encoder: MONAI {img.architecture} ({img.spatial_dims}D, input "
+                f"{'x'.join(map(str, img.image_size))}, layers {list(img.layers)}, widths "
+                f"{list(img.widths)}, first stride {img.conv1_t_stride}).",
+                f"- Text encoder: {text_desc}.",
+                f"- Shared embedding: {config.model.embed_dim} dimensions; learnable temperature.",
+                f"- Content hash: `{manifest['content_hash']}`.",
+            ],
+        ),
+        (
+            "Training",
+            [
+                f"- Command: `vlnode train --config {Path(info['config']).name}` "
+                f"(seed {info['seed']}, {info['epochs']} epochs, {info['seconds']:.0f} s on "
+                "the machine that trained it).",
+                (
+                    f"- Model selection: the epoch with the lowest dev contrastive loss (epoch "
+                    f"{info['best_epoch']}), a label-free criterion; dev labels were not used."
+                    if config.optim.select == "dev_loss"
+                    else f"- No model selection: the weights after the last epoch "
+                    f"({info['epochs']}), fixed in advance; dev labels were not used."
+                ),
+            ],
+        ),
+        (
+            f"Evaluation on `{info['dev_split']}` (zero-shot)",
+            [
+                "Intervals: 95% percentile bootstrap over cases (every image of a resampled case "
+                f"comes along), {replicates} replicates.",
+                "",
+                *metric_lines(clean),
+                "",
+                (
+                    f"Retrieval: {r.get('n_queries', 0)} dev images ranked against all dev "
+                    f"captions; {r.get('repeated_captions', 0)} captions repeat another one "
+                    "verbatim, so a retrieved caption identical to the true one counts as a hit "
+                    "and chance is computed with the repeats."
+                )
+                if r
+                else "",
+                "",
+                *target_lines(clean.get("targets", {})),
+                "",
+                *[f"![ROC {p}]({p})" for p in plots],
+            ],
+        ),
+        (
+            "Limitations",
+            [
+                "- Trained on a few hundred teaching-file images with short captions; zero-shot "
+                "scores reflect which words the captions and case texts use, not a clinical "
+                "reading.",
+                "- Scores are softmax probabilities at the learned temperature; they are not "
+                "calibrated on any clinical population.",
+            ],
+        ),
+    ]
+    write_card(package, {"name": manifest["name"], "version": manifest["version"], "parts": parts})
