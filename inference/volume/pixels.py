@@ -4,16 +4,18 @@ Uncompressed frames are read with ``readinto`` straight into their slice of the 
 decode, no intermediate copy. Everything else (JPEG, JPEG-LS, JPEG 2000, RLE, deflate, planar
 or bit-packed data) is decoded by pydicom's pixel handlers (pylibjpeg, GDCM), one call per
 instance, in a pool of processes when there are many: the decoders hold the GIL, so threads
-would not run them in parallel.
+would not run them in parallel. The pool is kept for the next series.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -82,20 +84,24 @@ def read_pixels(
             )
     out = np.empty((len(planes), *frame_shape), dtype=dtype)
 
+    bits_stored = planes[0].instance.integer("BitsStored", dtype.itemsize * 8)
     to_decode: dict[Path, list[tuple[int, int]]] = defaultdict(list)
     byteswap: list[int] = []
     for index, plane in enumerate(planes):
         instance = plane.instance
         if not instance.native:
             to_decode[instance.path].append((plane.frame_index, index))
-            continue
-        _read_native(instance, plane.frame_index, out[index], series)
-        if instance.big_endian and dtype.itemsize > 1:
+        elif instance.big_endian and dtype.itemsize > 1:
+            _read_native(instance, plane.frame_index, out[index], series)
             byteswap.append(index)
+        else:
+            _read_native(instance, plane.frame_index, out[index], series)
+            # Now, while the slice is still in the CPU cache, not in a second pass.
+            _clean_unused_bits(out[index], bits_stored)
     if byteswap:
-        out[byteswap] = out[byteswap].byteswap()
+        out[byteswap] = _clean_unused_bits(out[byteswap].byteswap(), bits_stored)
+    # pydicom's decoders already mask or sign-extend the bits above BitsStored.
     _decode_into(out, to_decode, series, workers)
-    _clean_unused_bits(out, planes[0].instance)
     return out
 
 
@@ -134,18 +140,50 @@ def _decode_into(
         return
     paths = list(to_decode)
     names = [str(p) for p in paths]
-    workers = min(workers or os.cpu_count() or 1, len(paths))
+    workers = workers or os.cpu_count() or 1
     if workers > 1 and len(paths) >= MIN_INSTANCES_FOR_POOL:
-        # forkserver: a clean process to fork from, safe even when the caller runs threads.
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            chunk = max(1, len(paths) // (workers * 8))
-            results = pool.map(_decode_file, names, chunksize=chunk)
+        pool = _decoder_pool(workers)
+        chunk = max(1, len(paths) // (workers * 8))
+        results = pool.map(_decode_file, names, chunksize=chunk)
+        try:
             for path, frames in _checked(paths, results, series):
                 _place(out, frames, to_decode[path], path, series)
+        except VolumeError as exc:
+            if isinstance(exc.__cause__, BrokenProcessPool):
+                _discard_pool(pool)
+            raise
         return
     for path, frames in _checked(paths, map(_decode_file, names), series):
         _place(out, frames, to_decode[path], path, series)
+
+
+# One pool of decoder processes, started on first use and kept: starting processes and
+# importing the decoders in them costs about a second, more than decoding a small series.
+_pool_lock = threading.Lock()
+_pools: dict[int, ProcessPoolExecutor] = {}
+
+
+def _decoder_pool(workers: int) -> ProcessPoolExecutor:
+    with _pool_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            # forkserver: a clean process to fork from, safe even when the caller runs
+            # threads; preloading this module there means each worker starts with the
+            # decoders already imported.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            _pools[workers] = pool
+        return pool
+
+
+def _discard_pool(pool: ProcessPoolExecutor) -> None:
+    """Forget a pool whose worker died, so that the next series starts a fresh one."""
+    with _pool_lock:
+        for workers, known in list(_pools.items()):
+            if known is pool:
+                del _pools[workers]
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _checked(
@@ -180,14 +218,16 @@ def _place(
     out[[index for _, index in targets]] = frames[sources]
 
 
-def _clean_unused_bits(out: npt.NDArray[np.integer], instance: InstanceHeader) -> None:
+def _clean_unused_bits(
+    values: npt.NDArray[np.integer], bits_stored: int
+) -> npt.NDArray[np.integer]:
     """Mask the bits above BitsStored (old overlays) or sign-extend them, in place."""
-    stored = instance.integer("BitsStored", out.dtype.itemsize * 8)
-    unused = out.dtype.itemsize * 8 - stored
-    if unused <= 0 or instance.integer("SamplesPerPixel", 1) != 1:
-        return
-    if out.dtype.kind == "u":
-        np.bitwise_and(out, out.dtype.type((1 << stored) - 1), out=out)
+    unused = values.dtype.itemsize * 8 - bits_stored
+    if unused <= 0 or values.dtype.itemsize == 1:
+        return values
+    if values.dtype.kind == "u":
+        np.bitwise_and(values, values.dtype.type((1 << bits_stored) - 1), out=values)
     else:
-        np.left_shift(out, unused, out=out)
-        np.right_shift(out, unused, out=out)
+        np.left_shift(values, unused, out=values)
+        np.right_shift(values, unused, out=values)
+    return values
