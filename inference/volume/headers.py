@@ -125,7 +125,7 @@ class InstanceHeader:
         """SOPInstanceUID, else the file meta's copy (anonymisers sometimes blank only one)."""
         return self.text("SOPInstanceUID") or self.text("MediaStorageSOPInstanceUID")
 
-    @property
+    @cached_property
     def number_of_frames(self) -> int:
         return self.integer("NumberOfFrames", 1) or 1
 
@@ -133,7 +133,7 @@ class InstanceHeader:
     def big_endian(self) -> bool:
         return not self.transfer_syntax.is_little_endian
 
-    @property
+    @cached_property
     def native(self) -> bool:
         """Whether the stored bytes are the pixel values (no decoding, no rearranging)."""
         syntax = self.transfer_syntax
@@ -147,7 +147,7 @@ class InstanceHeader:
             and self.text("PhotometricInterpretation") in _NATIVE_PHOTOMETRIC
         )
 
-    @property
+    @cached_property
     def frame_bytes(self) -> int:
         return (
             self.integer("Rows")

@@ -14,7 +14,7 @@ import os
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from inference.volume.headers import InstanceHeader, native_pixel_offset
 from inference.volume.planes import Plane
 from inference.volume.types import VolumeError
 
+# Threads reading uncompressed files: more than two gain nothing from the page cache.
+READ_THREADS = 2
 # Below this many instances to decode, a process pool costs more than it saves.
 MIN_INSTANCES_FOR_POOL = 8
 
@@ -47,6 +49,14 @@ def stored_bounds(instance: InstanceHeader) -> tuple[int, int]:
     if instance.integer("PixelRepresentation") == 1:
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return 0, (1 << bits) - 1
+
+
+_LAYOUT_KEYWORDS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelRepresentation")
+
+
+def _layout_key(instance: InstanceHeader) -> tuple[str | None, ...]:
+    """The attributes that fix a frame's shape and type, as stored (cheap to compare)."""
+    return tuple(instance.values.get(k) for k in _LAYOUT_KEYWORDS)
 
 
 def _layout(instance: InstanceHeader) -> tuple[tuple[int, ...], np.dtype[np.integer]]:
@@ -76,8 +86,12 @@ def read_pixels(
         When instances disagree on the pixel format or a frame cannot be read or decoded.
     """
     frame_shape, dtype = _layout(planes[0].instance)
+    first = _layout_key(planes[0].instance)
     for plane in planes:
-        if _layout(plane.instance) != (frame_shape, dtype):
+        if _layout_key(plane.instance) != first and _layout(plane.instance) != (
+            frame_shape,
+            dtype,
+        ):
             raise VolumeError(
                 f"series {series}: {plane.instance.path.name} stores "
                 f"{_layout(plane.instance)} pixels, the others {(frame_shape, dtype)}"
@@ -86,18 +100,33 @@ def read_pixels(
 
     bits_stored = planes[0].instance.integer("BitsStored", dtype.itemsize * 8)
     to_decode: dict[Path, list[tuple[int, int]]] = defaultdict(list)
+    native: list[int] = []
     byteswap: list[int] = []
     for index, plane in enumerate(planes):
         instance = plane.instance
         if not instance.native:
             to_decode[instance.path].append((plane.frame_index, index))
         elif instance.big_endian and dtype.itemsize > 1:
-            _read_native(instance, plane.frame_index, out[index], series)
             byteswap.append(index)
         else:
-            _read_native(instance, plane.frame_index, out[index], series)
-            # Now, while the slice is still in the CPU cache, not in a second pass.
-            _clean_unused_bits(out[index], bits_stored)
+            native.append(index)
+
+    def read(indices: Sequence[int], clean: bool) -> None:
+        for index in indices:
+            _read_native(planes[index].instance, planes[index].frame_index, out[index], series)
+            if clean:  # now, while the slice is still in the CPU cache, not in a second pass
+                _clean_unused_bits(out[index], bits_stored)
+
+    # File reads release the GIL: two threads keep two cores copying from the page cache.
+    threads = min(READ_THREADS, workers or os.cpu_count() or 1, max(1, len(native) // 16))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            halves = [native[k::threads] for k in range(threads)]
+            for done in [pool.submit(read, part, True) for part in halves]:
+                done.result()
+    else:
+        read(native, True)
+    read(byteswap, False)
     if byteswap:
         out[byteswap] = _clean_unused_bits(out[byteswap].byteswap(), bits_stored)
     # pydicom's decoders already mask or sign-extend the bits above BitsStored.
