@@ -188,6 +188,30 @@ def read_headers(paths: Sequence[Path]) -> list[InstanceHeader]:
     return headers
 
 
+def scan_series(paths: Sequence[Path]) -> list[tuple[str | None, str | None]]:
+    """(MediaStorageSOPClassUID, SeriesInstanceUID) of each file; ``(None, None)`` for a file
+    that is not DICOM. Reads each file only up to the SeriesInstanceUID."""
+    scanner = gdcm.Scanner()
+    sop_class, series = gdcm.Tag(0x0002, 0x0002), gdcm.Tag(0x0020, 0x000E)
+    scanner.AddTag(sop_class)
+    scanner.AddTag(series)
+    names = [str(p) for p in paths]
+    scanner.Scan(names)
+    found: list[tuple[str | None, str | None]] = []
+    for name in names:
+        if not scanner.IsKey(name):
+            found.append((None, None))
+            continue
+        values = (scanner.GetValue(name, sop_class), scanner.GetValue(name, series))
+        found.append(
+            (
+                values[0].strip(" \x00") if values[0] else "",
+                values[1].strip(" \x00") if values[1] else None,
+            )
+        )
+    return found
+
+
 def native_pixel_offset(fp: BinaryIO, instance: InstanceHeader) -> int:
     """Byte offset of the Pixel Data value in the open file of a native ``instance``.
 

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.uid import MediaStorageDirectoryStorage
 
-from inference.volume.headers import InstanceHeader, read_headers
+from inference.volume.headers import InstanceHeader, read_headers, scan_series
 from inference.volume.pixels import read_pixels, stored_bounds
 from inference.volume.planes import Plane, has_plane_geometry, planes_of
 from inference.volume.projection import projection_images
@@ -34,19 +33,16 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RF", "XA", "RG
 def find_series(folder: str | os.PathLike[str]) -> dict[str, list[Path]]:
     """Map each SeriesInstanceUID found under ``folder`` (recursively) to its files.
 
-    Reads only the first attributes of each file; files that are not DICOM are skipped, and
-    so are DICOMDIR files. Files whose SeriesInstanceUID is empty (some anonymisers blank it)
-    are grouped under ``""``. Files are listed in path order.
+    Reads each file only up to its SeriesInstanceUID; files that are not DICOM are skipped,
+    and so are DICOMDIR files. Files whose SeriesInstanceUID is empty or absent (some
+    anonymisers blank it) are grouped under ``""``. Files are listed in path order.
     """
+    paths = sorted(p for p in Path(folder).rglob("*") if p.is_file())
     found: dict[str, list[Path]] = {}
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-        except (InvalidDicomError, OSError, EOFError, ValueError):
-            continue
-        if "SeriesInstanceUID" not in ds and path.name.upper() == "DICOMDIR":
-            continue
-        found.setdefault(str(ds.get("SeriesInstanceUID") or ""), []).append(path)
+    for path, (sop_class, series) in zip(paths, scan_series(paths), strict=True):
+        if sop_class is None or sop_class == MediaStorageDirectoryStorage:
+            continue  # not DICOM, or a DICOMDIR
+        found.setdefault(series or "", []).append(path)
     return found
 
 
