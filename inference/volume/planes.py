@@ -31,6 +31,8 @@ class Plane:
     rescale_intercept: float
     image_type: tuple[str, ...]
     echo_number: int | None
+    # What else tells apart stacks that share one geometry: ("time", 2.0), ("b", 1000.0), ...
+    variant: tuple[tuple[str, float], ...] = ()
 
     @property
     def frame_number(self) -> int:
@@ -144,6 +146,13 @@ def planes_of(instance: InstanceHeader) -> list[Plane]:
                 image_type=image_type,
                 # Echoes of an enhanced MR are told apart by their effective echo time.
                 echo_number=round(1000 * (_number(frame_echo, 0.0) or 0.0)) or echo_number,
+                variant=_variant(
+                    time=_number(
+                        _group_value(groups, "FrameContentSequence", "TemporalPositionIndex"), None
+                    ),
+                    b=_number(_group_value(groups, "MRDiffusionSequence", "DiffusionBValue"), None),
+                    stack=_stack_number(_group_value(groups, "FrameContentSequence", "StackID")),
+                ),
             )
         )
     return planes
@@ -180,4 +189,19 @@ def _classic_plane(
         rescale_intercept=instance.number("RescaleIntercept", 0.0) or 0.0,
         image_type=image_type,
         echo_number=echo_number,
+        variant=_variant(
+            time=instance.number("TemporalPositionIdentifier"),
+            b=instance.number("DiffusionBValue"),
+        ),
     )
+
+
+def _variant(**labels: float | None) -> tuple[tuple[str, float], ...]:
+    return tuple((name, value) for name, value in labels.items() if value is not None)
+
+
+def _stack_number(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

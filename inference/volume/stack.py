@@ -1,8 +1,10 @@
 """Group planes into stacks, pick the main one, order it along its normal and check it.
 
-A stack is a set of parallel planes of one frame of reference, image type and echo, with the
-same matrix size and pixel spacing. Slices are ordered by ImagePositionPatient projected on
-the slice normal (never by file name or InstanceNumber). The checks here are what make the
+A stack is a set of parallel planes of one frame of reference, image type, echo, time point
+and b-value, with the same matrix size and pixel spacing. The largest stack is the main one;
+among equally large stacks of one geometry (echoes, time points) the first is. Slices are
+ordered by ImagePositionPatient projected on the slice normal (never by file name or
+InstanceNumber). The checks here are what make the
 affine trustworthy: one orientation, distinct positions, equal steps (no missing slice), and
 every slice on the line through the first and the last.
 """
@@ -52,6 +54,7 @@ def _stack_key(plane: Plane) -> tuple[object, ...]:
         instance.text("FrameOfReferenceUID"),
         plane.image_type,
         plane.echo_number,
+        plane.variant,
         instance.integer("Rows"),
         instance.integer("Columns"),
         tuple(round(v, 4) for v in plane.pixel_spacing),
@@ -81,7 +84,8 @@ def _describe(stack: Sequence[Plane]) -> str:
     orientation = ", ".join(f"{v:.3f}" for v in first.orientation)
     count = f"{len(stack)} slice" + ("s" if len(stack) != 1 else "")
     echo = f" echo {first.echo_number}" if first.echo_number is not None else ""
-    return f"{count} {kind}{echo} orientation ({orientation})"
+    variant = "".join(f" {name} {value:g}" for name, value in first.variant)
+    return f"{count} {kind}{echo}{variant} orientation ({orientation})"
 
 
 def main_stack(planes: Sequence[Plane], series: str) -> Stack:
@@ -93,14 +97,18 @@ def main_stack(planes: Sequence[Plane], series: str) -> Stack:
         When the largest stack is not unique, or it is not a regular grid.
     """
     stacks = group_stacks(planes)
-    if len(stacks) > 1 and len(stacks[0]) == len(stacks[1]):
-        tied = [s for s in stacks if len(s) == len(stacks[0])]
-        orientations = {tuple(round(v, 3) for v in s[0].orientation) for s in tied}
-        what = f"{len(orientations)} orientations" if len(orientations) > 1 else "stacks"
-        raise VolumeError(
-            f"series {series}: {len(tied)} {what} with {len(stacks[0])} slices each, "
-            f"no main stack ({'; '.join(_describe(s) for s in tied)})"
-        )
+    tied = [s for s in stacks if len(s) == len(stacks[0])]
+    if len(tied) > 1:
+        cosines = np.asarray([s[0].orientation for s in tied])
+        if np.abs(cosines - cosines[0]).max() >= ORIENTATION_TOLERANCE:
+            orientations = {tuple(round(v, 3) for v in c) for c in cosines}
+            raise VolumeError(
+                f"series {series}: {len(orientations)} orientations with {len(tied[0])} slices "
+                f"each, no main stack ({'; '.join(_describe(s) for s in tied)})"
+            )
+        # Same geometry, several echoes or time points: the first one is the main stack.
+        main = min(tied, key=lambda s: (s[0].echo_number or 0, s[0].variant))
+        stacks = [main, *(s for s in stacks if s is not main)]
     ordered, affine, tilt = _order_and_check(stacks[0], series)
     return Stack(
         planes=tuple(ordered),

@@ -157,3 +157,29 @@ def test_unused_high_bits_are_masked(tmp_path: Path) -> None:
     ds = ct_slice(stored | 0xF000, (0, 0, 0), series_uid=generate_uid(), rescale=None)
     volume = _volume(write([ds], tmp_path))
     np.testing.assert_array_equal(volume.array[0], stored)
+
+
+def test_second_echo_is_left_aside_and_named(tmp_path: Path) -> None:
+    series = generate_uid()
+    first, _ = ct_stack(5, series_uid=series)
+    second, _ = ct_stack(5, series_uid=series)
+    for ds in first:
+        ds.EchoNumbers = 1
+    for ds in second:
+        ds.EchoNumbers = 2
+    volume = _volume(write([*second, *first], tmp_path))
+    assert volume.source_sop_instance_uids == tuple(ds.SOPInstanceUID for ds in first)
+    assert volume.other_stacks and "echo 2" in volume.other_stacks[0]
+
+
+def test_time_points_are_separate_stacks(tmp_path: Path) -> None:
+    series = generate_uid()
+    stacks = [ct_stack(4, series_uid=series)[0] for _ in range(3)]
+    for time, stack in enumerate(stacks, start=1):
+        for ds in stack:
+            ds.TemporalPositionIdentifier = time
+    volume = _volume(write([ds for stack in reversed(stacks) for ds in stack], tmp_path))
+    assert volume.source_sop_instance_uids == tuple(ds.SOPInstanceUID for ds in stacks[0])
+    assert len(volume.other_stacks) == 2
+    assert "time 2" in volume.other_stacks[0] or "time 2" in volume.other_stacks[1]
+    assert "time 3" in volume.other_stacks[0] or "time 3" in volume.other_stacks[1]
