@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = rebuild_series(files, tilt=args.tilt)
         except VolumeError as exc:
-            print(f"vlnode: {exc}", file=sys.stderr)
+            # One line, even when a decoder's own message spans several.
+            print(f"vlnode: {' '.join(str(exc).split())}", file=sys.stderr)
             failed += 1
             continue
         identity = result.series if isinstance(result, Volume3D) else result[0].series

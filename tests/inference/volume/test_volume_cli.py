@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from nifti_compare import assert_matches_nifti
+from volume_factory import ct_stack, dx_image, write
 
 from inference.volume import Volume3D, find_series, rebuild_series
 from vlnode.cli import main
@@ -53,3 +54,22 @@ def test_tilt_resample_option_rebuilds_the_tilted_series(
 def test_empty_folder_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["volume", str(tmp_path)]) == 1
     assert "no DICOM series found" in capsys.readouterr().err
+
+
+def test_projection_images_are_described_one_per_frame(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = np.zeros((2, 4, 4), dtype=np.uint16)
+    write([dx_image(frames, photometric="MONOCHROME1")], tmp_path)
+    assert main(["volume", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 projection image(s)" in printed
+    assert "0.139 x 0.139 mm (ImagerPixelSpacing)" in printed
+    assert printed.count("frame ") == 2
+
+
+def test_a_single_file_can_be_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    datasets, _ = ct_stack(1)
+    (path,) = write(datasets, tmp_path)
+    assert main(["volume", str(path)]) == 0
+    assert "CT volume (1, 6, 5)" in capsys.readouterr().out
