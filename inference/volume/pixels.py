@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -67,7 +67,11 @@ def _layout(instance: InstanceHeader) -> tuple[tuple[int, ...], np.dtype[np.inte
 
 
 def read_pixels(
-    planes: Sequence[Plane], series: str, *, workers: int | None = None
+    planes: Sequence[Plane],
+    series: str,
+    *,
+    workers: int | None = None,
+    per_slice: Callable[[npt.NDArray[np.integer]], None] | None = None,
 ) -> npt.NDArray[np.integer]:
     """Stored values of ``planes``, in their order, as one ``[slice, row, column(, sample)]`` array.
 
@@ -79,6 +83,9 @@ def read_pixels(
         The series' name for error messages.
     workers
         Processes decoding compressed instances; default: the number of CPUs.
+    per_slice
+        Applied in place to each uncompressed little-endian slice right after it is read
+        (while it is in the CPU cache); the caller applies it only when all slices are so.
 
     Raises
     ------
@@ -116,6 +123,8 @@ def read_pixels(
             _read_native(planes[index].instance, planes[index].frame_index, out[index], series)
             if clean:  # now, while the slice is still in the CPU cache, not in a second pass
                 _clean_unused_bits(out[index], bits_stored)
+                if per_slice is not None:
+                    per_slice(out[index])
 
     # File reads release the GIL: two threads keep two cores copying from the page cache.
     threads = min(READ_THREADS, workers or os.cpu_count() or 1, max(1, len(native) // 16))

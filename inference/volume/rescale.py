@@ -8,6 +8,7 @@ Anything else (fractional slopes, as in PET or scaled MR) becomes ``float32``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,3 +79,46 @@ def _integer_rescale(
         np.multiply(values, target.type(slope), out=values)
     np.add(values, target.type(intercept), out=values, casting="unsafe")
     return values
+
+
+@dataclass(frozen=True)
+class InPlaceRescale:
+    """A rescale that can run on each slice as soon as it is read, while it is in cache:
+    one integral slope and intercept whose results, for every value BitsStored allows, fit a
+    type as wide as the stored one."""
+
+    target: np.dtype[Any]
+    slope: int
+    intercept: int
+
+    def apply(self, stored_slice: npt.NDArray[np.integer]) -> None:
+        values = stored_slice.view(self.target)
+        if self.slope != 1:
+            np.multiply(values, self.target.type(self.slope), out=values)
+        np.add(values, self.target.type(self.intercept), out=values, casting="unsafe")
+
+    def result(self, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
+        """The whole array, once :meth:`apply` has run on every slice."""
+        return stored.view(self.target)
+
+
+def in_place_rescale(
+    stored_type: np.dtype[Any],
+    slopes: Sequence[float],
+    intercepts: Sequence[float],
+    bounds: tuple[int, int],
+) -> InPlaceRescale | None:
+    """The slice-by-slice form of :func:`rescale` when there is one, else None (identity,
+    fractional or per-slice values, or results that need a wider type)."""
+    slope, intercept = set(slopes), set(intercepts)
+    if len(slope) != 1 or len(intercept) != 1:
+        return None
+    (a,), (b,) = slope, intercept
+    if a != round(a) or b != round(b) or (a == 1 and b == 0):
+        return None
+    low, high = bounds
+    target = _target_type(low, high, int(a), int(b), stored_type.itemsize)
+    info = np.iinfo(target)
+    if target.itemsize != stored_type.itemsize or not (info.min <= low and high <= info.max):
+        return None
+    return InPlaceRescale(target=target, slope=int(a), intercept=int(b))

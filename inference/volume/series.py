@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from inference.volume.headers import InstanceHeader, read_headers, scan_series
-from inference.volume.pixels import read_pixels, stored_bounds
+from inference.volume.pixels import read_pixels, stored_bounds, stored_dtype
 from inference.volume.planes import Plane, has_plane_geometry, planes_of
 from inference.volume.projection import projection_images
-from inference.volume.rescale import rescale
+from inference.volume.rescale import in_place_rescale, rescale
 from inference.volume.stack import main_stack
 from inference.volume.tilt import resample_tilted
 from inference.volume.types import Image2D, SeriesIdentity, Volume3D, VolumeError
@@ -95,13 +97,7 @@ def rebuild_series(
             "(slices are not stacked along their normal); set the tilt policy to 'resample' "
             "to interpolate onto an orthogonal grid"
         )
-    stored = read_pixels(stack.planes, name, workers=workers)
-    values = rescale(
-        stored,
-        [p.rescale_slope for p in stack.planes],
-        [p.rescale_intercept for p in stack.planes],
-        bounds=stored_bounds(stack.planes[0].instance),
-    )
+    values = _read_values(stack.planes, name, workers)
     affine = stack.affine
     if stack.tilt_degrees:
         values, affine = resample_tilted(values, affine)
@@ -114,6 +110,22 @@ def rebuild_series(
         source_frame_numbers=tuple(p.frame_number for p in stack.planes) if multiframe else None,
         other_stacks=others,
     )
+
+
+def _read_values(
+    planes: Sequence[Plane], name: str, workers: int | None
+) -> npt.NDArray[np.integer] | npt.NDArray[np.floating]:
+    """Stored values read and rescaled: slice by slice as they are read when all slices are
+    uncompressed and little-endian and the rescale fits in place, else in one pass after."""
+    slopes = [p.rescale_slope for p in planes]
+    intercepts = [p.rescale_intercept for p in planes]
+    first = planes[0].instance
+    bounds = stored_bounds(first)
+    fused = in_place_rescale(stored_dtype(first), slopes, intercepts, bounds)
+    if fused is not None and all(p.instance.native and not p.instance.big_endian for p in planes):
+        return fused.result(read_pixels(planes, name, workers=workers, per_slice=fused.apply))
+    stored = read_pixels(planes, name, workers=workers)
+    return rescale(stored, slopes, intercepts, bounds=bounds)
 
 
 def _read_headers(paths: Sequence[Path]) -> list[InstanceHeader]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.volume.rescale import rescale
+from inference.volume.rescale import in_place_rescale, rescale
 
 
 def test_identity_returns_the_stored_array_itself() -> None:
@@ -40,3 +40,15 @@ def test_fractional_or_per_slice_values_become_float32() -> None:
     values = rescale(stored, [0.5, 2.0], [1.0, 1.0])
     assert values.dtype == np.float32
     np.testing.assert_array_equal(values.ravel(), [6.0, 21.0])
+
+
+def test_in_place_plan_only_when_the_result_fits_the_stored_width() -> None:
+    plan = in_place_rescale(np.dtype(np.uint16), [1.0, 1.0], [-1024.0, -1024.0], (0, 4095))
+    assert plan is not None and plan.target == np.int16
+    stored = np.array([[0, 4095]], dtype=np.uint16)
+    plan.apply(stored)
+    np.testing.assert_array_equal(plan.result(stored), [[-1024, 3071]])
+    assert in_place_rescale(np.dtype(np.uint16), [1.0], [-1024.0], (0, 65535)) is None
+    assert in_place_rescale(np.dtype(np.uint16), [1.0, 2.0], [0.0, 0.0], (0, 4095)) is None
+    assert in_place_rescale(np.dtype(np.uint16), [0.5], [0.0], (0, 4095)) is None
+    assert in_place_rescale(np.dtype(np.uint16), [1.0], [0.0], (0, 4095)) is None
