@@ -22,11 +22,16 @@ from inference.volume.types import VolumeError
 
 # Direction cosines closer than this are one orientation (about 0.06 degrees).
 ORIENTATION_TOLERANCE = 1e-3
-# Positions are written with limited digits: steps may differ by this much and still be equal.
-SPACING_ABS_TOLERANCE_MM = 0.02
-SPACING_REL_TOLERANCE = 0.01
-# A slice direction further than this from the normal is a gantry tilt (or a sheared stack).
-TILT_TOLERANCE_DEGREES = 0.1
+# Two stacks alike but for an orientation this close are one stack with inconsistent cosines.
+INCONSISTENT_ORIENTATION_DEGREES = 10.0
+# Positions are written with limited digits and scanners jitter: steps may differ by this much
+# and still be equal (the tolerances of dicom2nifti, whose conversions are the references).
+# The grid then spans first to last slice, so no voxel is further off than this.
+SPACING_ABS_TOLERANCE_MM = 0.1
+SPACING_REL_TOLERANCE = 0.05
+# A slice direction up to this far from the normal keeps its exact, slightly sheared affine;
+# beyond, it is a gantry tilt and the tilt policy applies (refuse, or resample).
+TILT_TOLERANCE_DEGREES = 3.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def main_stack(planes: Sequence[Plane], series: str) -> Stack:
         # Same geometry, several echoes or time points: the first one is the main stack.
         main = min(tied, key=lambda s: (s[0].echo_number or 0, s[0].variant))
         stacks = [main, *(s for s in stacks if s is not main)]
+    _refuse_slightly_turned(stacks, series)
     ordered, affine, tilt = _order_and_check(stacks[0], series)
     return Stack(
         planes=tuple(ordered),
@@ -116,6 +122,30 @@ def main_stack(planes: Sequence[Plane], series: str) -> Stack:
         tilt_degrees=tilt,
         others=tuple(_describe(s) for s in stacks[1:]),
     )
+
+
+def _angle_degrees(first: Plane, second: Plane) -> float:
+    """The largest angle between the row cosines or the column cosines of two planes."""
+    a = np.asarray(first.orientation).reshape(2, 3)
+    b = np.asarray(second.orientation).reshape(2, 3)
+    cosines = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0))).max())
+
+
+def _refuse_slightly_turned(stacks: Sequence[Sequence[Plane]], series: str) -> None:
+    """A stack like the main one but turned by a few degrees is one stack whose orientation
+    is inconsistent (a localizer, by contrast, is turned by tens of degrees)."""
+    main = stacks[0][0]
+    for other in stacks[1:]:
+        if _stack_key(other[0]) != _stack_key(main):
+            continue
+        angle = _angle_degrees(main, other[0])
+        if angle < INCONSISTENT_ORIENTATION_DEGREES:
+            raise VolumeError(
+                f"series {series}: 2 orientations {angle:.2f} degrees apart in one stack "
+                f"({len(stacks[0])} and {len(other)} slices): inconsistent "
+                "ImageOrientationPatient"
+            )
 
 
 def _order_and_check(

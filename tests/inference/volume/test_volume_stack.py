@@ -183,3 +183,21 @@ def test_time_points_are_separate_stacks(tmp_path: Path) -> None:
     assert len(volume.other_stacks) == 2
     assert "time 2" in volume.other_stacks[0] or "time 2" in volume.other_stacks[1]
     assert "time 3" in volume.other_stacks[0] or "time 3" in volume.other_stacks[1]
+
+
+def test_one_slice_turned_a_little_is_an_inconsistent_orientation(tmp_path: Path) -> None:
+    datasets, _ = ct_stack(6)
+    angle = np.radians(2.0)
+    datasets[2].ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, np.cos(angle), np.sin(angle)]
+    with pytest.raises(VolumeError, match=r"2 orientations 2\.00 degrees apart in one stack"):
+        rebuild_series(write(datasets, tmp_path))
+
+
+def test_slightly_sheared_stack_keeps_its_exact_affine(tmp_path: Path) -> None:
+    # 1 degree off the normal: under the tilt tolerance, so no resampling and no refusal.
+    shift = 2.0 * np.tan(np.radians(1.0))
+    datasets, values = ct_stack(5, step=(0.0, shift, 2.0))
+    volume = _volume(write(datasets, tmp_path))
+    np.testing.assert_array_equal(volume.array, values.astype(np.int32) - 1024)
+    for k, ds in enumerate(datasets):
+        np.testing.assert_allclose(volume.voxel_to_world([k, 0, 0]), ds.ImagePositionPatient)
