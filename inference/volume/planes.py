@@ -61,6 +61,10 @@ def _number(value: object, default: float | None) -> float | None:
     return float(value)  # type: ignore[arg-type]
 
 
+def _first_present(*values: object) -> object:
+    return next((v for v in values if v is not None and v != ""), None)
+
+
 def _floats(value: object, count: int, what: str, instance: InstanceHeader) -> tuple[float, ...]:
     try:
         numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
@@ -113,9 +117,19 @@ def planes_of(instance: InstanceHeader) -> list[Plane]:
     planes = []
     for index, frame in enumerate(per_frame):
         groups = [frame, shared]
+        # Standard places first, then where some writers put them instead: straight in the
+        # frame's or the shared item, or at the top level.
         position = _group_value(groups, "PlanePositionSequence", "ImagePositionPatient")
+        position = _first_present(position, frame.get("ImagePositionPatient"))
         orientation = _group_value(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
+        orientation = _first_present(
+            orientation,
+            frame.get("ImageOrientationPatient"),
+            shared.get("ImageOrientationPatient") if shared else None,
+            ds.get("ImageOrientationPatient"),
+        )
         spacing = _group_value(groups, "PixelMeasuresSequence", "PixelSpacing")
+        spacing = _first_present(spacing, ds.get("PixelSpacing"))
         if position is None or orientation is None or spacing is None:
             missing = [
                 name

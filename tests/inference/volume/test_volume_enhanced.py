@@ -48,3 +48,16 @@ def test_compressed_enhanced_frames_are_decoded_in_order(tmp_path: Path) -> None
     result = rebuild_series(write([ds], tmp_path))
     assert isinstance(result, Volume3D)
     np.testing.assert_array_equal(result.array, values.astype(np.int32) - 1024)
+
+
+def test_geometry_outside_the_functional_groups_is_used(tmp_path: Path) -> None:
+    values = np.arange(3 * 2 * 2, dtype=np.uint16).reshape(3, 2, 2)
+    ds = enhanced_ct(values, [(0.0, 0.0, 2.0 * k) for k in range(3)])
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    del shared.PlaneOrientationSequence
+    del shared.PixelMeasuresSequence
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # where some writers leave them
+    ds.PixelSpacing = [0.9, 0.8]
+    result = rebuild_series(write([ds], tmp_path))
+    assert isinstance(result, Volume3D)
+    np.testing.assert_allclose(result.spacing, (2.0, 0.9, 0.8))
