@@ -143,6 +143,12 @@ def read_pixels(
     return out
 
 
+def same_pixels(first: Plane, second: Plane) -> bool:
+    """Whether two frames hold the same stored values (to recognise a slice stored twice)."""
+    values = [read_pixels([plane], "(comparison)", workers=1) for plane in (first, second)]
+    return values[0].shape == values[1].shape and bool(np.array_equal(values[0], values[1]))
+
+
 def _read_native(
     instance: InstanceHeader, frame_index: int, target: npt.NDArray[np.integer], series: str
 ) -> None:

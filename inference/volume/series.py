@@ -18,7 +18,7 @@ import numpy.typing as npt
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from inference.volume.headers import InstanceHeader, read_headers, scan_series
-from inference.volume.pixels import read_pixels, stored_bounds, stored_dtype
+from inference.volume.pixels import read_pixels, same_pixels, stored_bounds, stored_dtype
 from inference.volume.planes import Plane, has_plane_geometry, planes_of
 from inference.volume.projection import projection_images
 from inference.volume.rescale import in_place_rescale, rescale
@@ -86,7 +86,7 @@ def rebuild_series(
         return projection_images(instances, identity)
 
     planes: list[Plane] = [plane for i in geometric for plane in planes_of(i)]
-    stack = main_stack(planes, name)
+    stack = main_stack(planes, name, same_pixels)
     aside = len(instances) - len(geometric)
     others = stack.others + (
         (f"{aside} instance{'s' if aside > 1 else ''} without plane geometry",) if aside else ()

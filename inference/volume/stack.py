@@ -11,7 +11,7 @@ every slice on the line through the first and the last.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,8 +93,15 @@ def _describe(stack: Sequence[Plane]) -> str:
     return f"{count} {kind}{echo}{variant} orientation ({orientation})"
 
 
-def main_stack(planes: Sequence[Plane], series: str) -> Stack:
+def main_stack(
+    planes: Sequence[Plane],
+    series: str,
+    same_pixels: Callable[[Plane, Plane], bool] | None = None,
+) -> Stack:
     """Choose the largest stack of ``planes``, order it and check its geometry.
+
+    ``same_pixels`` tells whether two planes at one position hold the same pixels: such a
+    slice stored twice under two UIDs is kept once. Without it, any repeat is refused.
 
     Raises
     ------
@@ -115,13 +122,34 @@ def main_stack(planes: Sequence[Plane], series: str) -> Stack:
         main = min(tied, key=lambda s: (s[0].echo_number or 0, s[0].variant))
         stacks = [main, *(s for s in stacks if s is not main)]
     _refuse_slightly_turned(stacks, series)
-    ordered, affine, tilt = _order_and_check(stacks[0], series)
-    return Stack(
-        planes=tuple(ordered),
-        affine=affine,
-        tilt_degrees=tilt,
-        others=tuple(_describe(s) for s in stacks[1:]),
-    )
+    main = _without_repeats(stacks[0], same_pixels)
+    repeats = len(stacks[0]) - len(main)
+    ordered, affine, tilt = _order_and_check(main, series)
+    others = tuple(_describe(s) for s in stacks[1:])
+    if repeats:
+        others += (
+            f"{repeats} repeated slice{'s' if repeats > 1 else ''} (same position and "
+            "pixels as another) dropped",
+        )
+    return Stack(planes=tuple(ordered), affine=affine, tilt_degrees=tilt, others=others)
+
+
+def _without_repeats(
+    stack: Sequence[Plane], same_pixels: Callable[[Plane, Plane], bool] | None
+) -> list[Plane]:
+    """The stack with each slice stored twice (same position, same pixels) kept once."""
+    if same_pixels is None:
+        return list(stack)
+    kept: dict[tuple[float, ...], list[Plane]] = {}
+    result = []
+    for plane in stack:
+        key = tuple(round(v, 3) for v in plane.position)
+        twins = kept.setdefault(key, [])
+        if any(same_pixels(twin, plane) for twin in twins):
+            continue
+        twins.append(plane)
+        result.append(plane)
+    return result
 
 
 def _angle_degrees(first: Plane, second: Plane) -> float:

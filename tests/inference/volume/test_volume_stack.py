@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,12 @@ def test_slightly_sheared_stack_keeps_its_exact_affine(tmp_path: Path) -> None:
     np.testing.assert_array_equal(volume.array, values.astype(np.int32) - 1024)
     for k, ds in enumerate(datasets):
         np.testing.assert_allclose(volume.voxel_to_world([k, 0, 0]), ds.ImagePositionPatient)
+
+
+def test_a_slice_stored_twice_under_two_uids_is_kept_once(tmp_path: Path) -> None:
+    datasets, values = ct_stack(5)
+    twin = copy.deepcopy(datasets[2])
+    twin.SOPInstanceUID = twin.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    volume = _volume(write([*datasets, twin], tmp_path))
+    np.testing.assert_array_equal(volume.array, values.astype(np.int32) - 1024)
+    assert any("1 repeated slice" in other for other in volume.other_stacks)
