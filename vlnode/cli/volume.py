@@ -99,7 +99,7 @@ def _write_nifti(volume: Volume3D, out: Path) -> None:
 
 
 def _value_range(array: npt.NDArray[np.generic]) -> str:
-    return f"{array.min()} .. {array.max()} ({array.dtype})"
+    return f"{float(array.min()):.6g} .. {float(array.max()):.6g} ({array.dtype})"
 
 
 def _axis_label(direction: npt.NDArray[np.float64]) -> str:
