@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
+from inference.volume.header_parser import TopLevelParser
 from inference.volume.types import VolumeError
 
 # The top-level attributes read for every file (all before the pixel data).
@@ -61,6 +62,7 @@ KEYWORDS = (
     "RescaleSlope",
 )  # GDCM reads each file only up to the last of these: keep them all before group 0029
 _TAGS = tuple(tag_for_keyword(k) or 0 for k in KEYWORDS)
+_PARSER = TopLevelParser(KEYWORDS)
 
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
 _PIXEL_DATA_TAG_BE = b"\x7f\xe0\x00\x10"
@@ -160,34 +162,51 @@ class InstanceHeader:
 
 
 def read_headers(paths: Sequence[Path]) -> list[InstanceHeader]:
-    """Scan the headers of ``paths`` (GDCM, top-level attributes only).
+    """Read the top-level attributes of ``paths``: our parser for the common little-endian
+    files, GDCM's ``Scanner`` for the others.
 
     Raises
     ------
     VolumeError
         When a file is not DICOM or holds no pixel data.
     """
+    parsed = [_PARSER.parse(path) for path in paths]
+    missing = [path for path, values in zip(paths, parsed, strict=True) if values is None]
+    scanned = dict(zip(missing, _scan(missing), strict=True)) if missing else {}
+    headers = []
+    for path, values in zip(paths, parsed, strict=True):
+        if values is None:
+            values = scanned[path]
+        if values is None:
+            raise VolumeError(f"{path.name}: not a readable DICOM file")
+        if "Rows" not in values:
+            sop_class = values.get("SOPClassUID") or "?"
+            raise VolumeError(f"{path.name}: no pixel data (SOP class {sop_class})")
+        syntax = UID(values.get("TransferSyntaxUID") or ImplicitVRLittleEndian)
+        headers.append(InstanceHeader(path, values, syntax))
+    return headers
+
+
+def _scan(paths: Sequence[Path]) -> list[dict[str, str] | None]:
+    """The wanted attributes of each file by GDCM's Scanner; None for a file not DICOM."""
     scanner = gdcm.Scanner()
     tags = [gdcm.Tag(t >> 16, t & 0xFFFF) for t in _TAGS]
     for tag in tags:
         scanner.AddTag(tag)
     names = [str(p) for p in paths]
     scanner.Scan(names)
-    headers = []
-    for path, name in zip(paths, names, strict=True):
+    found: list[dict[str, str] | None] = []
+    for name in names:
         if not scanner.IsKey(name):
-            raise VolumeError(f"{path.name}: not a readable DICOM file")
-        if scanner.GetValue(name, tags[KEYWORDS.index("Rows")]) is None:
-            sop_class = scanner.GetValue(name, tags[KEYWORDS.index("SOPClassUID")]) or "?"
-            raise VolumeError(f"{path.name}: no pixel data (SOP class {sop_class.strip()})")
+            found.append(None)
+            continue
         values = {}
         for keyword, tag in zip(KEYWORDS, tags, strict=True):
             value = scanner.GetValue(name, tag)
             if value is not None:
                 values[keyword] = value.strip(" \x00")
-        syntax = UID(values.get("TransferSyntaxUID") or ImplicitVRLittleEndian)
-        headers.append(InstanceHeader(path, values, syntax))
-    return headers
+        found.append(values)
+    return found
 
 
 def scan_series(paths: Sequence[Path]) -> list[tuple[str | None, str | None]]:
