@@ -2,9 +2,10 @@
 
 Reading headers first lets the rebuild check the geometry of the whole series before any
 pixel is read, and then read every native frame straight into its place in one array. The
-top-level attributes a stack needs are scanned by GDCM's ``Scanner`` (C++, several times
-faster than parsing each file with pydicom); the whole header is parsed by pydicom only
-where nested sequences are needed (enhanced multi-frame, LUTs of projection images).
+top-level attributes a stack needs are read by a small parser of our own for the common
+little-endian files (:mod:`inference.volume.header_parser`) and by GDCM's ``Scanner`` for the
+others; the whole header is parsed by pydicom only where nested sequences are needed
+(enhanced multi-frame, LUTs of projection images).
 """
 
 from __future__ import annotations
