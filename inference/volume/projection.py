@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
-from pydicom.pixels.processing import apply_modality_lut, apply_voi
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 from pydicom.pixels.utils import pixel_array
 
 from inference.volume.headers import InstanceHeader
@@ -50,7 +50,10 @@ def projection_images(
         frames = frames.reshape(-1, *frames.shape[-(3 if samples > 1 else 2) :])
         spacing, source = _spacing(ds)
         voi = False
-        if samples == 1:
+        values: npt.NDArray[np.integer] | npt.NDArray[np.floating]
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            values, samples = _palette_to_rgb(frames, ds, series.series_instance_uid), 3
+        elif samples == 1:
             values, voi = display_values(frames, ds, series.series_instance_uid)
         else:
             values = frames
@@ -68,6 +71,16 @@ def projection_images(
             for index in range(len(values))
         )
     return tuple(images)
+
+
+def _palette_to_rgb(
+    indices: npt.NDArray[np.integer], ds: Dataset, series: str
+) -> npt.NDArray[np.integer]:
+    """PALETTE COLOR indices through the palette's lookup tables to RGB (PS3.3 C.7.6.3)."""
+    try:
+        return np.asarray(apply_color_lut(indices, ds))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise VolumeError(f"series {series}: cannot apply the palette: {exc}") from exc
 
 
 def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:

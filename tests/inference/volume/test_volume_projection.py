@@ -104,3 +104,18 @@ def test_every_frame_of_a_multiframe_instance_is_an_image(tmp_path: Path) -> Non
     for k, image in enumerate(images):
         np.testing.assert_array_equal(image.pixels, STORED // (k + 1))
     assert len({i.source_sop_instance_uid for i in images}) == 1
+
+
+def test_palette_color_becomes_rgb(tmp_path: Path) -> None:
+    ds = dx_image(np.array([[0, 1], [2, 3]], dtype=np.uint8), bits_stored=8)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    for colour, values in (
+        ("Red", [0, 100, 200, 300]),
+        ("Green", [0, 0, 0, 0]),
+        ("Blue", [400, 300, 200, 100]),
+    ):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", np.array(values, dtype="<u2").tobytes())
+    (image,) = _images(write([ds], tmp_path))
+    assert image.is_rgb and image.photometric_interpretation == "RGB"
+    np.testing.assert_array_equal(image.pixels[1, 1], [300, 0, 100])
