@@ -169,7 +169,7 @@ def load_findings_package(
                 f"{reference['pretrained']!r} differs from the one it was trained with"
             )
     missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed_missing = {k for k in missing if k.startswith("text_encoder.") and reference}
+    allowed_missing = {k for k in missing if k.startswith("text_encoder.bert.") and reference}
     if set(missing) - allowed_missing or unexpected:
         raise PackageError(
             f"package {folder}: weights do not fit the configuration "

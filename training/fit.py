@@ -89,18 +89,24 @@ def _extra_corpus(path: Path) -> list[str]:
 
 
 class _TextBank:
-    """All distinct training/dev texts, with cached encoder features when the encoder is frozen."""
+    """All distinct training/dev texts, with cached encoder output when the encoder is frozen.
+
+    Mean/[CLS] pooling caches one vector per text; attention pooling (trained on top of the
+    frozen encoder) caches the token states (float16) and their mask instead.
+    """
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
         self.index = {t: i for i, t in enumerate(texts)}
-        self.features: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None  # [N, H] or [N, L, H] token states
+        self.mask: torch.Tensor | None = None  # [N, L] with token states
 
     def cache_features(
         self, model: DualEncoder, tokenizer: TextTokenizer, device: torch.device, folder: Path
     ) -> None:
         """Encode every text once with the frozen encoder, reusing an earlier run's cache."""
         text_cfg = model.config.text
+        tokens = text_cfg.pooling == "attention"
         identity = [text_cfg.pretrained, str(text_cfg.max_length), text_cfg.pooling, *self.texts]
         key = hashlib.sha256("\x00".join(identity).encode()).hexdigest()
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,19 +114,24 @@ class _TextBank:
         if path.is_file():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved.get("key") == key:
-                self.features = saved["features"]
+                self.features, self.mask = saved["features"], saved.get("mask")
                 return
-        feats = []
+        feats, masks = [], []
+        length = text_cfg.max_length
         with torch.no_grad():
             for i in range(0, len(self.texts), 64):
                 batch = tokenizer(self.texts[i : i + 64])
-                feats.append(
-                    model.text_features(batch.input_ids.to(device), batch.attention_mask.to(device))
-                    .float()
-                    .cpu()
-                )
+                ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+                if tokens:
+                    states = model.text_encoder.token_states(ids, mask).half().cpu()
+                    pad = length - states.shape[1]
+                    feats.append(torch.nn.functional.pad(states, (0, 0, 0, pad)))
+                    masks.append(torch.nn.functional.pad(mask.cpu(), (0, pad)))
+                else:
+                    feats.append(model.text_features(ids, mask).float().cpu())
         self.features = torch.cat(feats)
-        _save_atomic({"key": key, "features": self.features}, path)
+        self.mask = torch.cat(masks) if tokens else None
+        _save_atomic({"key": key, "features": self.features, "mask": self.mask}, path)
 
 
 def _encode_texts(
@@ -130,6 +141,12 @@ def _encode_texts(
     tokenizer: TextTokenizer,
     device: torch.device,
 ) -> torch.Tensor:
+    if bank.features is not None and bank.mask is not None:
+        mask = bank.mask[ids]
+        used = int(mask.sum(1).max())
+        states = bank.features[ids, :used].to(device).float()
+        pooled = model.text_encoder.pool(states, mask[:, :used].to(device))
+        return model.project_text(pooled)
     if bank.features is not None:
         return model.project_text(bank.features[ids].to(device))
     batch = tokenizer([bank.texts[i] for i in ids])
@@ -141,7 +158,7 @@ def _param_groups(model: DualEncoder, config: TrainConfig) -> list[dict[str, Any
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("text_encoder."):
+        if name.startswith("text_encoder.bert."):
             text.append(p)
         elif p.ndim < 2 or name == "logit_scale":
             no_decay.append(p)

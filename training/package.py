@@ -62,7 +62,7 @@ def write_package(
             "pretrained": config.text.pretrained,
             "sha256": pretrained_weights_hash(config.text),
         }
-        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
+        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.bert.")}
     save_file(state, str(tmp / WEIGHTS))
     (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save(tmp / TOKENIZER)

@@ -222,3 +222,78 @@ def write_package_card(
         ),
     ]
     write_card(package, {"name": manifest["name"], "version": manifest["version"], "parts": parts})
+
+
+def probe_package(
+    package: Path,
+    data: Path,
+    train_split: str,
+    eval_split: str,
+    columns: list[str],
+    replicates: int = 1000,
+    min_eval_per_class: int = 10,
+) -> dict[str, Any]:
+    """The label-efficiency linear probe of a package's image encoder against random inits.
+
+    Classes of a column are its values with at least ``min_eval_per_class`` evaluation images
+    (for MedPix plane: axial, coronal, sagittal), fixed by that rule before any probe runs.
+    """
+    from training.archive import read_image_archive
+    from training.datasets import load_images
+    from training.evaluate.linear_probe import ProbeTask, run_probe
+
+    model = load_findings_package(package)
+    config = model.config.image
+    train = read_image_archive(data, split=train_split, require_text=False)
+    test = read_image_archive(data, split=eval_split, require_text=False)
+    train_set = load_images(train.records, config, train.summary)
+    test_set = load_images(test.records, config, test.summary)
+    tasks = []
+    for column in columns:
+        counts: dict[str, int] = {}
+        for r in test_set.records:
+            value = r.label(column)
+            if value:
+                counts[value] = counts.get(value, 0) + 1
+        classes = tuple(sorted(v for v, n in counts.items() if n >= min_eval_per_class))
+        tasks.append(ProbeTask(column=column, classes=classes))
+    result = run_probe(
+        model.model.image_encoder,
+        train_set.images,
+        train_set.records,
+        test_set.images,
+        test_set.records,
+        tasks,
+        replicates=replicates,
+    )
+    result["train_split"], result["eval_split"] = train_split, eval_split
+    return result
+
+
+def plot_probe(result: dict[str, Any], folder: Path) -> list[str]:
+    """Label-efficiency plot: probe macro AUC against the fraction of labels, per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for column, task in result["tasks"].items():
+        if "fractions" not in task:
+            continue
+        fractions = sorted(task["fractions"], key=float)
+        xs = [float(f) for f in fractions]
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        for key, label in (("pretrained_auc", "pretrained"), ("random_auc", "random init")):
+            ax.plot(xs, [task["fractions"][f][key] for f in fractions], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training labels")
+        ax.set_ylabel("probe macro AUC")
+        ax.set_title(f"linear probe: {column}")
+        ax.legend()
+        fig.tight_layout()
+        name = f"label_efficiency_{column}.png"
+        fig.savefig(folder / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
+    return names

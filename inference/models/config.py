@@ -83,7 +83,7 @@ class TextEncoderConfig:
 
     def __post_init__(self) -> None:
         _choice("text.source", self.source, ("scratch", "pretrained"))
-        _choice("text.pooling", self.pooling, ("mean", "cls"))
+        _choice("text.pooling", self.pooling, ("mean", "cls", "attention"))
         if self.source == "pretrained" and not self.pretrained:
             raise ModelConfigError(
                 "text.pretrained must name a folder when text.source = 'pretrained'"

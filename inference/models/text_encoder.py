@@ -15,8 +15,25 @@ from inference.models.tokenizer import resolve_pretrained
 PRETRAINED_WEIGHTS = "model.safetensors"
 
 
+class AttentionPool(nn.Module):
+    """A learned query attending over the tokens: lets a frozen encoder's output be pooled
+    with weight on the words that matter (``sagittal``, ``CT``) rather than evenly."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.key = nn.Linear(hidden, hidden)
+        self.query = nn.Parameter(torch.zeros(hidden))
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = torch.tanh(self.key(hidden)) @ self.query
+        logits = logits.masked_fill(attention_mask == 0, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=1).unsqueeze(-1)
+        pooled: torch.Tensor = (hidden * weights).sum(1)
+        return pooled
+
+
 class TextEncoder(nn.Module):
-    """A ``transformers`` BERT model with mean (or ``[CLS]``) pooling to ``[B, hidden]``."""
+    """A ``transformers`` BERT model pooled (mean, ``[CLS]`` or attention) to ``[B, hidden]``."""
 
     def __init__(self, config: TextEncoderConfig, vocab_size: int | None = None) -> None:
         super().__init__()
@@ -42,6 +59,10 @@ class TextEncoder(nn.Module):
             self.bert = BertModel(bert_config, add_pooling_layer=False)
         self.hidden_size = int(self.bert.config.hidden_size)
         self._apply_freezing()
+        # The attention pool trains even when the encoder below it is frozen.
+        self.attention_pool = (
+            AttentionPool(self.hidden_size) if config.pooling == "attention" else None
+        )
 
     def _apply_freezing(self) -> None:
         n = self.config.trainable_layers
@@ -54,8 +75,20 @@ class TextEncoder(nn.Module):
                 for p in layer.parameters():
                     p.requires_grad_(True)
 
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden states ``[B, L, hidden]`` (before pooling)."""
+        out: torch.Tensor = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        return out
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(self.token_states(input_ids, attention_mask), attention_mask)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.attention_pool is not None:
+            out: torch.Tensor = self.attention_pool(hidden, attention_mask)
+            return out
         if self.config.pooling == "cls":
             first: torch.Tensor = hidden[:, 0]
             return first

@@ -14,6 +14,15 @@ A catalogue is a TOML file (``conf/findings/*.toml``), copied into every model p
 
 Findings in a group are scored by a softmax over the group's classes; a finding without a
 group by a softmax of its positive against its negative prompts (CheXzero).
+
+Prompt templates (open_clip's class name × template ensemble) multiply the prompts: with ::
+
+    [templates]
+    plane = ["{} CT of the abdomen", "{} MRI of the brain"]
+
+every finding of the ``plane`` group gets each template filled with each of its ``terms``
+(default: its ``display`` name, lower-cased) added to its ``positive`` prompts. Averaging over
+templates that vary the other attributes (modality, region) leaves the attribute of the group.
 """
 
 from __future__ import annotations
@@ -68,6 +77,12 @@ def load_catalogue(path: str | Path) -> FindingCatalogue:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CatalogueError(f"cannot read finding catalogue {str(file)!r}: {exc}") from exc
+    templates = raw.get("templates", {})
+    if not isinstance(templates, dict) or not all(
+        isinstance(v, list) and all(isinstance(t, str) and "{}" in t for t in v)
+        for v in templates.values()
+    ):
+        raise CatalogueError(f"{file}: [templates] maps a group to a list of strings with {{}}")
     entries = raw.get("finding", [])
     if not isinstance(entries, list) or not entries:
         raise CatalogueError(f"{file}: no [[finding]] entries")
@@ -79,11 +94,21 @@ def load_catalogue(path: str | Path) -> FindingCatalogue:
             raise CatalogueError(f"{where}: name is required")
         positive = entry.get("positive", [])
         negative = entry.get("negative", [])
-        if not positive or not all(isinstance(p, str) and p.strip() for p in positive):
-            raise CatalogueError(f"{where}: positive needs at least one non-empty prompt")
+        if not isinstance(positive, list) or not all(
+            isinstance(p, str) and p.strip() for p in positive
+        ):
+            raise CatalogueError(f"{where}: positive must be a list of non-empty prompts")
         if not isinstance(negative, list) or not all(isinstance(p, str) for p in negative):
             raise CatalogueError(f"{where}: negative must be a list of prompts")
         group = entry.get("group")
+        terms = entry.get("terms", [str(entry.get("display", name)).lower()])
+        if not isinstance(terms, list) or not all(isinstance(t, str) and t for t in terms):
+            raise CatalogueError(f"{where}: terms must be a list of words")
+        if group in templates:
+            filled = [t.format(term) for t in templates[group] for term in terms]
+            positive = list(dict.fromkeys([*positive, *filled]))
+        if not positive:
+            raise CatalogueError(f"{where}: positive needs at least one non-empty prompt")
         if group is None and not negative:
             raise CatalogueError(f"{where}: a finding outside a group needs negative prompts")
         label = entry.get("label", {})

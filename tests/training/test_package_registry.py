@@ -133,3 +133,19 @@ def test_evaluate_command_prints_and_writes_json(
     assert modality["macro_auc"]["ci_low"] <= modality["macro_auc"]["ci_high"]
     assert "recall_at_10" in results["retrieval"]
     assert (tmp_path / "plots" / "roc_modality.png").is_file()
+
+
+def test_linear_probe_protocol_runs_and_pairs_random_inits(package: Path, archive: Path) -> None:
+    from training.workflow import probe_package
+
+    result = probe_package(
+        package, archive, "train", "dev", ["type"], replicates=20, min_eval_per_class=3
+    )
+    task = result["tasks"]["type"]
+    assert task["classes"] == ["CT", "MR"]
+    ten = task["fractions"]["0.1"]
+    assert ten["labels_used"] == 2  # one per class at 10% of 12 labels
+    assert len(ten["pretrained_auc_per_subset"]) == 5 == len(ten["random_auc_per_run"])
+    assert ten["difference_ci_low"] <= ten["difference"] + 1e-9
+    full = task["fractions"]["1"]
+    assert len(full["pretrained_auc_per_subset"]) == 1 and len(full["random_auc_per_run"]) == 5

@@ -143,3 +143,24 @@ def write_card(folder: Path, sections: dict[str, Any]) -> Path:
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(out), encoding="utf-8")
     return path
+
+
+def probe_lines(probe: dict[str, Any]) -> list[str]:
+    """Markdown rows of the label-efficiency probe."""
+    lines = [
+        "| labels | fraction (labels) | pretrained AUC | random-init AUC | difference [95% CI] "
+        "| P(no gain) | spread over subsets |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for column, task in probe.get("tasks", {}).items():
+        if "fractions" not in task:
+            lines.append(f"| {column} | skipped: {task.get('skipped')} | | | | | |")
+            continue
+        for fraction, f in task["fractions"].items():
+            lines.append(
+                f"| {column} | {fraction} ({f['labels_used']}) | {f['pretrained_auc']:.3f} | "
+                f"{f['random_auc']:.3f} | {f['difference']:+.3f} [{f['difference_ci_low']:+.3f}, "
+                f"{f['difference_ci_high']:+.3f}] | {f['p_no_gain']:.3f} | "
+                f"{f['pretrained_subset_spread']:.3f} |"
+            )
+    return lines

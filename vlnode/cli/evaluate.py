@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
     parser.add_argument("--plots", metavar="DIR", help="write ROC plots (PNG) into this folder")
+    parser.add_argument(
+        "--probe",
+        action="append",
+        metavar="COLUMN",
+        help="also run the linear-probe label-efficiency protocol on this label column "
+        "(repeatable), trained on --probe-train-split and judged on --split",
+    )
+    parser.add_argument("--probe-train-split", default="train", metavar="NAME")
     parser.set_defaults(func=run)
 
 
@@ -36,7 +44,13 @@ def run(args: argparse.Namespace) -> int:
 
     from inference.packages import PackageError
     from training.archive import ArchiveError
-    from training.evaluate.card import metric_lines, plot_roc, results_json, target_lines
+    from training.evaluate.card import (
+        metric_lines,
+        plot_roc,
+        probe_lines,
+        results_json,
+        target_lines,
+    )
     from training.workflow import evaluate_package
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -62,6 +76,24 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(metric_lines(clean)))
     if clean.get("targets"):
         print("\n".join(target_lines(clean["targets"])))
+    if args.probe:
+        from training.workflow import plot_probe, probe_package
+
+        if not args.split:
+            print("vlnode evaluate: --probe needs --split", file=sys.stderr)
+            return 2
+        probe = probe_package(
+            Path(args.package),
+            Path(args.data),
+            args.probe_train_split,
+            args.split,
+            args.probe,
+            replicates=args.bootstrap,
+        )
+        clean["linear_probe"] = probe
+        print("\n".join(probe_lines(probe)))
+        if args.plots:
+            plot_probe(probe, Path(args.plots))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -1,0 +1,178 @@
+"""Data efficiency (the ELIXR / RadTex protocol): a linear probe on frozen image features.
+
+The protocol is fixed before any result is seen:
+
+* features: the image encoder's output (before the projection), BatchNorm in eval mode, for
+  the probe's training split and the evaluation split;
+* probe: multinomial logistic regression on standardised features, ``C = 1.0`` (fixed, not
+  tuned), at each label fraction (default 10% and 100%), on 5 fixed label subsets (seeds
+  0..4, stratified so every class appears; 100% is one subset: all labels);
+* reference: the same architecture from 5 random initialisations (seeds 0..4), each probed
+  the same way (random init ``i`` pairs with label subset ``i``);
+* figure: macro one-vs-rest AUC on the evaluation split; the pretrained-minus-random
+  difference with a paired case-level bootstrap interval over the evaluation images (the same
+  resampled images for both), and the spread of the difference over label subsets beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from inference.models.config import ImageEncoderConfig
+from inference.models.image_encoder import ImageEncoder
+from training.archive import ArchiveRecord
+from training.evaluate.metrics import case_bootstrap_indices, macro_auc
+
+FRACTIONS = (0.1, 1.0)
+SUBSETS = 5
+PROBE_C = 1.0
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    """One label column and the classes that count (other values are left out)."""
+
+    column: str
+    classes: tuple[str, ...]
+
+
+@torch.no_grad()
+def encoder_features(encoder: ImageEncoder, images: torch.Tensor) -> np.ndarray:
+    encoder.eval()
+    out = [encoder(images[i : i + 64].float()).double() for i in range(0, images.shape[0], 64)]
+    return torch.cat(out).numpy()
+
+
+def random_encoder(config: ImageEncoderConfig, seed: int) -> ImageEncoder:
+    torch.manual_seed(seed)
+    return ImageEncoder(config)
+
+
+def _labels(records: Sequence[ArchiveRecord], task: ProbeTask) -> tuple[np.ndarray, np.ndarray]:
+    keep, labels = [], []
+    for i, r in enumerate(records):
+        value = r.label(task.column)
+        if value in task.classes:
+            keep.append(i)
+            labels.append(task.classes.index(value))
+    return np.asarray(keep, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+
+
+def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a stratified ``fraction`` of the labels (at least one per class)."""
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    picked = []
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        n = max(1, round(fraction * len(members)))
+        picked.append(rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def probe_probabilities(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int
+) -> np.ndarray:
+    scaler = StandardScaler().fit(train_x)
+    model = LogisticRegression(C=PROBE_C, max_iter=3000)
+    model.fit(scaler.transform(train_x), train_y)
+    probs = np.zeros((len(test_x), n_classes))
+    probs[:, model.classes_] = model.predict_proba(scaler.transform(test_x))
+    return probs
+
+
+def run_probe(
+    pretrained: ImageEncoder,
+    train_images: torch.Tensor,
+    train_records: Sequence[ArchiveRecord],
+    test_images: torch.Tensor,
+    test_records: Sequence[ArchiveRecord],
+    tasks: Sequence[ProbeTask],
+    fractions: Sequence[float] = FRACTIONS,
+    subsets: int = SUBSETS,
+    replicates: int = 1000,
+) -> dict[str, Any]:
+    """Probe AUCs of the pretrained and of random encoders, and their paired difference."""
+    encoders = {"pretrained": [pretrained]} | {
+        "random": [random_encoder(pretrained.config, s) for s in range(subsets)]
+    }
+    feats = {
+        name: [(encoder_features(e, train_images), encoder_features(e, test_images)) for e in encs]
+        for name, encs in encoders.items()
+    }
+    out: dict[str, Any] = {"protocol": __doc__, "C": PROBE_C, "subsets": subsets, "tasks": {}}
+    for task in tasks:
+        tr_idx, tr_y = _labels(train_records, task)
+        te_idx, te_y = _labels(test_records, task)
+        if len(np.unique(te_y)) < len(task.classes) or len(np.unique(tr_y)) < len(task.classes):
+            out["tasks"][task.column] = {"skipped": "a class has no example in a split"}
+            continue
+        samples = case_bootstrap_indices(
+            [test_records[i].case_id for i in te_idx], replicates, seed=0
+        )
+        k = len(task.classes)
+        per_fraction: dict[str, Any] = {}
+        for fraction in fractions:
+            n_sub = 1 if fraction >= 1.0 else subsets
+            probs: dict[str, list[np.ndarray]] = {"pretrained": [], "random": []}
+            for s in range(n_sub):
+                pick = label_subset(tr_y, fraction, seed=s)
+                for name in probs:
+                    runs = (
+                        feats[name]
+                        if name == "random" and fraction >= 1.0
+                        else [feats[name][min(s, len(feats[name]) - 1)]]
+                    )
+                    for train_x, test_x in runs:
+                        probs[name].append(
+                            probe_probabilities(
+                                train_x[tr_idx][pick], tr_y[pick], test_x[te_idx], k
+                            )
+                        )
+            per_fraction[f"{fraction:g}"] = _compare(probs, te_y, samples)
+            per_fraction[f"{fraction:g}"]["labels_used"] = len(label_subset(tr_y, fraction, 0))
+        out["tasks"][task.column] = {
+            "classes": list(task.classes),
+            "n_train": len(tr_y),
+            "n_eval": len(te_y),
+            "fractions": per_fraction,
+        }
+    return out
+
+
+def _compare(
+    probs: dict[str, list[np.ndarray]], y: np.ndarray, samples: list[np.ndarray]
+) -> dict[str, Any]:
+    def mean_auc(ps: list[np.ndarray], idx: np.ndarray) -> float:
+        return float(np.mean([macro_auc(y[idx], p[idx]) for p in ps]))
+
+    everything = np.arange(len(y))
+    pre = mean_auc(probs["pretrained"], everything)
+    rnd = mean_auc(probs["random"], everything)
+    diffs = []
+    for s in samples:
+        d = mean_auc(probs["pretrained"], s) - mean_auc(probs["random"], s)
+        if np.isfinite(d):
+            diffs.append(d)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    per_subset_pre = [macro_auc(y, p) for p in probs["pretrained"]]
+    per_subset_rnd = [macro_auc(y, p) for p in probs["random"]]
+    return {
+        "pretrained_auc": pre,
+        "random_auc": rnd,
+        "difference": pre - rnd,
+        "difference_ci_low": float(lo),
+        "difference_ci_high": float(hi),
+        "p_no_gain": float(np.mean(np.asarray(diffs) <= 0.0)),
+        "pretrained_auc_per_subset": per_subset_pre,
+        "random_auc_per_run": per_subset_rnd,
+        "pretrained_subset_spread": float(np.ptp(per_subset_pre)) if per_subset_pre else 0.0,
+    }
