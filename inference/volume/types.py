@@ -4,7 +4,9 @@ Geometry conventions (fixed here so that SEG encoding can point back at source s
 
 * ``Volume3D.array`` is indexed ``[slice, row, column]``.
 * ``Volume3D.affine`` maps an index vector in that same order, ``(slice, row, column, 1)``,
-  to patient coordinates in millimetres in DICOM's LPS frame.
+  to patient coordinates in millimetres in DICOM's LPS frame. Its columns are the real steps
+  between voxel centres: the slice column may lean up to 3 degrees off the slice normal (a
+  slightly sheared stack, described exactly); steeper gantry tilts are refused or resampled.
 * ``Image2D.pixels`` is indexed ``[row, column]`` (``[row, column, sample]`` for RGB), and
   ``Volume3D.array`` likewise gains a last ``sample`` axis for RGB series.
 """
