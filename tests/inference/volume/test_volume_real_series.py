@@ -7,11 +7,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 from nifti_compare import assert_matches_nifti, reference_in_our_layout
 
 from inference.volume import Volume3D, VolumeError, find_series, rebuild_series
 
+# Collection needs the folder before fixtures run; the tests still skip through ``shared_data``.
+SHARED_DATA = (Path(__file__).resolve().parents[3] / ".." / "shared" / "data").resolve()
 SERIES_ROOT = SHARED_DATA / "dicom-series"
 
 
