@@ -73,3 +73,12 @@ def test_a_single_file_can_be_checked(tmp_path: Path, capsys: pytest.CaptureFixt
     (path,) = write(datasets, tmp_path)
     assert main(["volume", str(path)]) == 0
     assert "CT volume (1, 6, 5)" in capsys.readouterr().out
+
+
+def test_series_option_picks_one_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, _ = ct_stack(2)
+    second, _ = ct_stack(3)
+    write([*first, *second], tmp_path)
+    assert main(["volume", str(tmp_path), "--series", second[0].SeriesInstanceUID]) == 0
+    printed = capsys.readouterr().out
+    assert "CT volume (3, 6, 5)" in printed and "(2, 6, 5)" not in printed
