@@ -54,7 +54,9 @@ def decode_into(
     paths = list(to_decode)
     names = [str(p) for p in paths]
     workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(paths) >= MIN_INSTANCES_FOR_POOL:
+    # A daemonic process (a worker of someone else's pool) may not start processes of its own.
+    can_fork = not multiprocessing.current_process().daemon
+    if workers > 1 and len(paths) >= MIN_INSTANCES_FOR_POOL and can_fork:
         pool = _decoder_pool(workers)
         chunk = max(1, len(paths) // (workers * 8))
         results = pool.map(_decode_file, names, chunksize=chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,22 @@ def test_every_syntax_gives_the_same_volume(tmp_path: Path, syntax: UID) -> None
         np.testing.assert_array_equal(result.array, reference.array)
         np.testing.assert_array_equal(result.array, values.astype(np.int32) - 1024)
         np.testing.assert_array_equal(result.affine, reference.affine)
+
+
+def _rebuild_in_daemon(files: list[Path], queue: multiprocessing.Queue[object]) -> None:
+    result = rebuild_series(files, workers=2)
+    assert isinstance(result, Volume3D)
+    queue.put(result.array.copy())
+
+
+def test_a_daemonic_process_decodes_without_a_pool(tmp_path: Path) -> None:
+    datasets, values = ct_stack(9, rows=8, columns=8)
+    files = _save(datasets, tmp_path / "rle", RLELossless)
+    context = multiprocessing.get_context("forkserver")
+    queue: multiprocessing.Queue[object] = context.Queue()
+    process = context.Process(target=_rebuild_in_daemon, args=(files, queue), daemon=True)
+    process.start()
+    process.join(timeout=60)  # the result is small: the child does not wait on the queue
+    assert process.exitcode == 0
+    array = queue.get(timeout=10)
+    np.testing.assert_array_equal(array, values.astype(np.int32) - 1024)
