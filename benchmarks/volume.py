@@ -124,6 +124,10 @@ def check_same(volume: Volume3D, image: object) -> None:
     np.testing.assert_array_equal(volume.array, array)
     np.testing.assert_allclose(volume.affine[:3, 3], image.GetOrigin(), atol=1e-3)  # type: ignore[attr-defined]
     np.testing.assert_allclose(volume.spacing[::-1], image.GetSpacing(), atol=1e-4)  # type: ignore[attr-defined]
+    # SimpleITK's direction: columns are the x (our column), y (row) and z (slice) axes.
+    axes = volume.affine[:3, 2::-1] / np.array(volume.spacing[::-1])
+    direction = np.array(image.GetDirection()).reshape(3, 3)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(axes, direction, atol=1e-6)
 
 
 def timed(function: Callable[[], object]) -> float:
