@@ -24,6 +24,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,11 +51,11 @@ def _slice_pixels(index: int, slices: int) -> npt.NDArray[np.uint16]:
 def _write_slice(job: tuple[int, int, str, str, str, str, bool]) -> None:
     index, slices, folder, name, study, series, j2k = job
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
+    from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = f"{series}.{index + 1}"
+    meta.MediaStorageSOPInstanceUID = UID(f"{series}.{index + 1}")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -108,25 +109,28 @@ def read_vlnode(files: list[Path]) -> Volume3D:
     return volume
 
 
-def read_simpleitk(folder: Path) -> object:
-    import SimpleITK as sitk
+def read_simpleitk(folder: Path) -> Any:
+    import SimpleITK
 
+    sitk: Any = SimpleITK  # untyped library
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
     return reader.Execute()
 
 
-def check_same(volume: Volume3D, image: object) -> None:
-    """Same values at the same world positions (SimpleITK: [z, y, x] array, LPS origin)."""
-    import SimpleITK as sitk
+def check_same(volume: Volume3D, image: Any) -> None:
+    """Same values on the same grid (SimpleITK: [z, y, x] array, LPS origin, x-y-z axes)."""
+    import SimpleITK
 
-    array = sitk.GetArrayViewFromImage(image)
-    np.testing.assert_array_equal(volume.array, array)
-    np.testing.assert_allclose(volume.affine[:3, 3], image.GetOrigin(), atol=1e-3)  # type: ignore[attr-defined]
-    np.testing.assert_allclose(volume.spacing[::-1], image.GetSpacing(), atol=1e-4)  # type: ignore[attr-defined]
+    sitk: Any = SimpleITK
+    np.testing.assert_array_equal(volume.array, sitk.GetArrayViewFromImage(image))
+    origin = np.asarray(image.GetOrigin(), dtype=np.float64)
+    np.testing.assert_allclose(volume.affine[:3, 3], origin, atol=1e-3)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(volume.spacing[::-1]), spacing, atol=1e-4)
     # SimpleITK's direction: columns are the x (our column), y (row) and z (slice) axes.
-    axes = volume.affine[:3, 2::-1] / np.array(volume.spacing[::-1])
-    direction = np.array(image.GetDirection()).reshape(3, 3)  # type: ignore[attr-defined]
+    axes = volume.affine[:3, 2::-1] / np.asarray(volume.spacing[::-1])
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     np.testing.assert_allclose(axes, direction, atol=1e-6)
 
 
