@@ -9,6 +9,7 @@ the index and is largest at a corner: checking the eight corners checks every vo
 from __future__ import annotations
 
 import itertools
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -44,10 +45,11 @@ def reference_in_our_layout(
     for axis in range(3):
         assert ours[axis] == shape[axes[axis]], f"shapes {ours} and {shape} differ"
         assert offset[axis] == (0 if signs[axis] > 0 else ours[axis] - 1), "grids are shifted"
-    return ((axes + 1) * signs).astype(np.int64)
+    signed: npt.NDArray[np.int64] = ((axes + 1) * signs).astype(np.int64)
+    return signed
 
 
-def reference_as_ours(volume: Volume3D, image: nib.Nifti1Image) -> npt.NDArray[np.generic]:
+def reference_as_ours(volume: Volume3D, image: nib.Nifti1Image) -> Any:
     """The reference's voxel values rearranged into our ``[slice, row, column]`` layout."""
     signed = reference_in_our_layout(volume, image)
     data = np.asanyarray(image.dataobj)
@@ -58,11 +60,11 @@ def reference_as_ours(volume: Volume3D, image: nib.Nifti1Image) -> npt.NDArray[n
 
 def assert_matches_nifti(volume: Volume3D, path: str, *, exact: bool) -> None:
     """Every voxel of the reference: same world position (0.01 mm) and the same value."""
-    reference = reference_as_ours(volume, nib.load(path))
+    reference = reference_as_ours(volume, cast(nib.Nifti1Image, nib.load(path)))
     if reference.dtype.names:  # RGB(A) NIfTI: a structured type with one field per channel
         for channel, name in enumerate(("R", "G", "B")):
             np.testing.assert_array_equal(volume.array[..., channel], reference[name])
     elif exact:
         np.testing.assert_array_equal(volume.array, reference)
     else:
-        np.testing.assert_allclose(volume.array, reference, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(volume.array), reference, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -27,7 +28,7 @@ def test_describes_a_series_and_writes_nifti(
     volume = rebuild_series(files)
     assert isinstance(volume, Volume3D)
     # The written file is a faithful copy: same values at the same world positions.
-    written = nib.load(out)
+    written = cast(nib.Nifti1Image, nib.load(out))
     assert written.get_data_dtype() == np.uint16
     assert_matches_nifti(volume, str(out), exact=True)
 

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 from volume_factory import ct_stack, write
 
 from inference.volume.header_parser import TopLevelParser
@@ -58,7 +63,7 @@ def test_skips_undefined_length_sequences(tmp_path: Path, implicit: bool) -> Non
         item.is_undefined_length_sequence_item = True
     path = tmp_path / "sq.dcm"
     if implicit:
-        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
     parsed = PARSER.parse(path)
     assert parsed is not None
