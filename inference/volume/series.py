@@ -76,6 +76,8 @@ def rebuild_series(
     VolumeError
         With the series' UID and the reason, whenever the result would not be trustworthy.
     """
+    if tilt not in ("refuse", "resample"):
+        raise ValueError(f"tilt policy must be 'refuse' or 'resample', not {tilt!r}")
     if not files:
         raise VolumeError("no files given for the series")
     instances = _read_headers([Path(f) for f in files])
@@ -100,6 +102,11 @@ def rebuild_series(
     values = _read_values(stack.planes, name, workers)
     affine = stack.affine
     if stack.tilt_degrees:
+        if values.ndim != 3:
+            raise VolumeError(
+                f"series {name}: gantry tilt of {stack.tilt_degrees:.1f} degrees in a colour "
+                "stack: not resampled"
+            )
         values, affine = resample_tilted(values, affine)
     multiframe = any(p.instance.number_of_frames > 1 for p in stack.planes)
     return Volume3D(

@@ -70,3 +70,8 @@ def test_resampled_tilt_puts_each_value_where_it_was_acquired(tmp_path: Path) ->
     np.testing.assert_allclose(got[inside], expected[inside], atol=1e-3)
     assert np.all(got[outside] == 100)  # outside the field of view: the minimum
     assert outside.sum() > 0 and inside.sum() > 0
+
+
+def test_unknown_policy_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"tilt policy must be 'refuse' or 'resample'"):
+        rebuild_series(_tilted_series(tmp_path), tilt="ignore")  # type: ignore[arg-type]
