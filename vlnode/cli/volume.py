@@ -122,9 +122,14 @@ def describe_volume(label: str, volume: Volume3D) -> str:
     return "\n".join(lines)
 
 
+# A cine loop can hold hundreds of frames: list the first ones only.
+_MAX_IMAGES_LISTED = 20
+
+
 def describe_images(label: str, images: tuple[Image2D, ...]) -> list[str]:
+    """One line per image (frame), the first few of a long series."""
     lines = [f"{label}: {len(images)} projection image(s)"]
-    for image in images:
+    for image in images[:_MAX_IMAGES_LISTED]:
         spacing = (
             f"{image.pixel_spacing[0]:.4g} x {image.pixel_spacing[1]:.4g} mm "
             f"({image.spacing_source})"
@@ -136,4 +141,6 @@ def describe_images(label: str, images: tuple[Image2D, ...]) -> list[str]:
             f"{image.pixels.shape}, {spacing}, values {_value_range(image.pixels)}"
             + (" after VOI" if image.voi_applied else "")
         )
+    if len(images) > _MAX_IMAGES_LISTED:
+        lines.append(f"  ... and {len(images) - _MAX_IMAGES_LISTED} more")
     return lines
