@@ -25,7 +25,7 @@ import torch
 
 from inference.models.dual_encoder import DualEncoder
 from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_wordpiece
-from training.archive import ArchiveRecord, ReadSummary, read_image_archive
+from training.archive import ArchiveRecord, ReadSummary, read_archive
 from training.config import TrainConfig
 from training.datasets import ImageSet, augment, load_images, text_views
 from training.distributed import DistContext, all_gather_with_grad, mean_over_ranks
@@ -220,7 +220,7 @@ def dev_metrics(
 
 
 def _records(config: TrainConfig, split: str, summaries: list[ReadSummary]) -> list[ArchiveRecord]:
-    archive = read_image_archive(config.data.archive, split=split, require_text=True)
+    archive = read_archive(config.data.archive, split=split, require_text=True)
     summaries.append(archive.summary)
     return list(archive.records)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.packages import load_findings_package
-from training.archive.image_files import detect_layout
+from training.archive import detect_layout, is_dicom_archive
 from training.config import TrainConfig
 from training.distributed import setup, teardown
 from training.evaluate.card import (
@@ -124,7 +124,11 @@ def write_package_card(
     (package / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     manifest = json.loads((package / "package.json").read_text(encoding="utf-8"))
     info = manifest["extra"]["training"]
-    layout = detect_layout(config.data.archive)
+    if is_dicom_archive(config.data.archive):
+        layout_name, licence = "DICOM studies + reports", "as stated by the archive's owner"
+    else:
+        layout = detect_layout(config.data.archive)
+        layout_name, licence = layout.name, layout.licence
     text = config.model.text
     text_desc = (
         f"pretrained `{text.pretrained}` (all-MiniLM-L6-v2, Apache-2.0), "
@@ -150,9 +154,9 @@ def write_package_card(
         (
             "Training data",
             [
-                f"- Archive: `{layout.name}` layout, split `{info['train_split']}` "
+                f"- Archive: `{layout_name}` layout, split `{info['train_split']}` "
                 f"({info['train_records']} image/text pairs).",
-                f"- Licence of the data: {layout.licence}.",
+                f"- Licence of the data: {licence}.",
                 f"- Training text (free text only): views {info['text_views']}, one sampled per "
                 "image and epoch. The archive's label columns (for MedPix `modality`, `plane`, "
                 "`location`, `location_category`) are never put into the training text and "
@@ -238,14 +242,14 @@ def probe_package(
     Classes of a column are its values with at least ``min_eval_per_class`` evaluation images
     (for MedPix plane: axial, coronal, sagittal), fixed by that rule before any probe runs.
     """
-    from training.archive import read_image_archive
+    from training.archive import read_archive
     from training.datasets import load_images
     from training.evaluate.linear_probe import ProbeTask, run_probe
 
     model = load_findings_package(package)
     config = model.config.image
-    train = read_image_archive(data, split=train_split, require_text=False)
-    test = read_image_archive(data, split=eval_split, require_text=False)
+    train = read_archive(data, split=train_split, require_text=False)
+    test = read_archive(data, split=eval_split, require_text=False)
     train_set = load_images(train.records, config, train.summary)
     test_set = load_images(test.records, config, test.summary)
     tasks = []

@@ -17,7 +17,7 @@ import torch
 
 from inference.packages import FindingsModel
 from inference.zero_shot import FindingCatalogue, build_classifier, score
-from training.archive import ArchiveRecord, read_image_archive
+from training.archive import ArchiveRecord, read_archive
 from training.datasets import load_images
 from training.evaluate.metrics import (
     Estimate,
@@ -47,7 +47,7 @@ class EvalData:
 
 
 def embed_split(model: FindingsModel, folder: Path, split: str | None) -> EvalData:
-    archive = read_image_archive(folder, split=split, require_text=False)
+    archive = read_archive(folder, split=split, require_text=False)
     images = load_images(archive.records, model.config.image, archive.summary)
     emb = model.embed_images(images.images) if len(images.records) else torch.zeros(0, 1)
     return EvalData(
@@ -114,7 +114,8 @@ def evaluate_zero_shot(
         }
     if out["findings"]:
         vals = [v["auc"]["value"] for v in out["findings"].values()]
-        out["findings_macro_auc"] = float(np.nanmean(vals))
+        finite = [v for v in vals if np.isfinite(v)]
+        out["findings_macro_auc"] = float(np.mean(finite)) if finite else float("nan")
 
     retrieval = evaluate_retrieval(model, data, replicates, seed)
     if retrieval:
