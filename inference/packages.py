@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from inference.models.dual_encoder import DualEncoder
 from inference.models.text_encoder import file_sha256, pretrained_weights_hash
 from inference.models.tokenizer import TextTokenizer
 from inference.zero_shot.catalogue import FindingCatalogue, load_catalogue
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 MANIFEST = "package.json"
 CONFIG = "config.json"
@@ -178,3 +181,21 @@ def load_findings_package(
     model.to(device).eval()
     catalogue = load_catalogue(folder / CATALOGUE)
     return FindingsModel(model, tokenizer, catalogue, manifest, folder)
+
+
+def load_active_findings_model(
+    session: Session, device: str | torch.device = "cpu"
+) -> FindingsModel | None:
+    """The active findings package of the registry, hash-checked; None when none is active."""
+    from store.model_registry import active_version
+
+    row = active_version(session, "findings")
+    if row is None:
+        return None
+    model = load_findings_package(row.path, device=device)
+    if model.manifest.content_hash != row.content_hash:
+        raise PackageError(
+            f"package {row.path} ({row.name} {row.version}) no longer matches the hash it was "
+            "registered with"
+        )
+    return model

@@ -97,6 +97,15 @@ def test_registry_commands(
     assert main(["models", "show", "synthetic-tiny"]) == 0
     assert "integrity ok" in capsys.readouterr().out
     assert main(["models", "activate", "synthetic-tiny", "9"]) == 1
+    from inference.packages import load_active_findings_model
+    from store.database import make_engine, make_session_factory
+    from vlnode.settings import load_settings
+
+    engine = make_engine(load_settings().database_url)
+    with make_session_factory(engine)() as session:
+        active = load_active_findings_model(session)
+        assert active is not None and active.manifest.name == "synthetic-tiny"
+    engine.dispose()
     manifest = json.loads((registered / "package.json").read_text())
     (registered / "config.json").write_text("{}", encoding="utf-8")
     assert main(["models", "show", "synthetic-tiny", "1"]) == 1
