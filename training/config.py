@@ -58,6 +58,10 @@ class TrainConfig:
     data: DataConfig
     optim: OptimConfig
     source: Path = field(default=Path())
+    # Label columns for the label-efficiency linear probe run after training ([evaluate]).
+    probe_columns: tuple[str, ...] = ()
+    # Free-text lines for the model card's "Notes" ([card] notes): e.g. design comparisons.
+    card_notes: tuple[str, ...] = ()
 
     def with_overrides(self, **kwargs: Any) -> TrainConfig:
         return replace(self, **kwargs)
@@ -71,7 +75,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     except (OSError, ValueError) as exc:
         raise TrainConfigError(f"cannot read training configuration {str(file)!r}: {exc}") from exc
     base = file.parent
-    allowed = {"name", "task", "preset", "model", "catalogue", "data", "optim"}
+    allowed = {"name", "task", "preset", "model", "catalogue", "data", "optim", "evaluate", "card"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise TrainConfigError(f"{file}: unknown key(s) {', '.join(unknown)}")
@@ -111,7 +115,19 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError(f"{file}: optim.select = {optim.select!r}: 'last' or 'dev_loss'")
     if not optim.lr > 0:
         raise TrainConfigError(f"{file}: optim.lr = {optim.lr}: must be > 0")
+    evaluate = raw.get("evaluate", {})
+    probe = evaluate.get("probe", []) if isinstance(evaluate, dict) else None
+    if not isinstance(probe, list) or not all(isinstance(c, str) for c in probe):
+        raise TrainConfigError(f"{file}: evaluate.probe must be a list of label column names")
+    if isinstance(evaluate, dict) and set(evaluate) - {"probe"}:
+        raise TrainConfigError(f"{file}: unknown key(s) in [evaluate]; allowed: probe")
+    card = raw.get("card", {})
+    notes = card.get("notes", []) if isinstance(card, dict) else None
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise TrainConfigError(f"{file}: card.notes must be a list of strings")
     return TrainConfig(
+        card_notes=tuple(notes),
+        probe_columns=tuple(probe),
         name=name,
         task=str(raw.get("task", "findings")),
         model=model,

@@ -170,7 +170,10 @@ def _param_groups(model: DualEncoder, config: TrainConfig) -> list[dict[str, Any
         {"params": no_decay, "lr": o.lr, "weight_decay": 0.0},
     ]
     if text:
-        groups.append({"params": text, "lr": o.text_lr, "weight_decay": o.weight_decay})
+        # A pretrained encoder is fine-tuned gently (text_lr); one built from configuration
+        # learns from scratch at the main rate.
+        lr = o.text_lr if config.model.text.source == "pretrained" else o.lr
+        groups.append({"params": text, "lr": lr, "weight_decay": o.weight_decay})
     return groups
 
 
@@ -248,7 +251,12 @@ def train(
     train_records = _records(config, config.data.train_split, summaries)
     if config.data.limit:
         train_records = train_records[: config.data.limit]
-    dev_records = _records(config, config.data.dev_split, summaries)
+    # No dev split (an archive without one, such as cxr-covid-notes): no dev figures.
+    dev_records = (
+        _records(config, config.data.dev_split, summaries) if config.data.dev_split else []
+    )
+    if not config.data.dev_split:
+        summaries.append(ReadSummary(source="no dev split"))
     image_cfg = config.model.image
     train_set = load_images(train_records, image_cfg, summaries[0])
     dev_set = load_images(dev_records, image_cfg, summaries[1])
@@ -354,7 +362,11 @@ def train(
             if o.max_steps and step >= o.max_steps:
                 break
         bar.close()
-        dev = dev_metrics(model, dev_set, dev_ids, bank, tokenizer, ctx.device)
+        dev = (
+            dev_metrics(model, dev_set, dev_ids, bank, tokenizer, ctx.device)
+            if dev_ids
+            else {"dev_loss": math.nan, "dev_recall_at_10": math.nan}
+        )
         if config.model.text.frozen:
             model.text_encoder.eval()
         entry = {
