@@ -148,7 +148,7 @@ def test_linear_probe_protocol_runs_and_pairs_random_inits(package: Path, archiv
     from training.workflow import probe_package
 
     result = probe_package(
-        package, archive, "train", "dev", ["type"], replicates=20, min_eval_per_class=3
+        package, archive, "train", "dev", ["type", "modality"], replicates=20, min_eval_per_class=3
     )
     task = result["tasks"]["type"]
     assert task["classes"] == ["CT", "MR"]
@@ -158,3 +158,5 @@ def test_linear_probe_protocol_runs_and_pairs_random_inits(package: Path, archiv
     assert ten["difference_ci_low"] <= ten["difference"] + 1e-9
     full = task["fractions"]["1"]
     assert len(full["pretrained_auc_per_subset"]) == 1 and len(full["random_auc_per_run"]) == 5
+    # Two tasks on the same images: their macro average is reported too.
+    assert result["macro"]["0.1"]["pretrained_auc"] == pytest.approx(ten["pretrained_auc"])

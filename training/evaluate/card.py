@@ -163,4 +163,11 @@ def probe_lines(probe: dict[str, Any]) -> list[str]:
                 f"{f['difference_ci_high']:+.3f}] | {f['p_no_gain']:.3f} | "
                 f"{f['pretrained_subset_spread']:.3f} |"
             )
+    for fraction, f in probe.get("macro", {}).items():
+        lines.append(
+            f"| macro over tasks | {fraction} | {f['pretrained_auc']:.3f} | {f['random_auc']:.3f} "
+            f"| {f['difference']:+.3f} [{f['difference_ci_low']:+.3f}, "
+            f"{f['difference_ci_high']:+.3f}] | {f['p_no_gain']:.3f} | "
+            f"{f['pretrained_subset_spread']:.3f} |"
+        )
     return lines

@@ -109,6 +109,8 @@ def run_probe(
         for name, encs in encoders.items()
     }
     out: dict[str, Any] = {"protocol": __doc__, "C": PROBE_C, "subsets": subsets, "tasks": {}}
+    kept: dict[str, list[tuple[np.ndarray, dict[str, list[np.ndarray]], np.ndarray]]] = {}
+    shared_samples: list[np.ndarray] = []
     for task in tasks:
         tr_idx, tr_y = _labels(train_records, task)
         te_idx, te_y = _labels(test_records, task)
@@ -118,6 +120,7 @@ def run_probe(
         samples = case_bootstrap_indices(
             [test_records[i].case_id for i in te_idx], replicates, seed=0
         )
+        shared_samples = samples
         k = len(task.classes)
         per_fraction: dict[str, Any] = {}
         for fraction in fractions:
@@ -137,7 +140,8 @@ def run_probe(
                                 train_x[tr_idx][pick], tr_y[pick], test_x[te_idx], k
                             )
                         )
-            per_fraction[f"{fraction:g}"] = _compare(probs, te_y, samples)
+            per_fraction[f"{fraction:g}"] = _compare([(probs, te_y)], samples)
+            kept.setdefault(f"{fraction:g}", []).append((te_idx, probs, te_y))
             per_fraction[f"{fraction:g}"]["labels_used"] = len(label_subset(tr_y, fraction, 0))
         out["tasks"][task.column] = {
             "classes": list(task.classes),
@@ -145,33 +149,59 @@ def run_probe(
             "n_eval": len(te_y),
             "fractions": per_fraction,
         }
+    # Several tasks judged on the same images (binary findings): their macro average too.
+    ran = [v for v in out["tasks"].values() if "fractions" in v]
+    same = all(
+        len(group) == len(ran) and all(np.array_equal(group[0][0], g[0]) for g in group)
+        for group in kept.values()
+    )
+    if len(ran) > 1 and same:
+        out["macro"] = {
+            fraction: _compare([(probs, y) for _, probs, y in group], shared_samples)
+            | {"labels_used": ran[0]["fractions"][fraction]["labels_used"]}
+            for fraction, group in kept.items()
+        }
     return out
 
 
 def _compare(
-    probs: dict[str, list[np.ndarray]], y: np.ndarray, samples: list[np.ndarray]
+    tasks: list[tuple[dict[str, list[np.ndarray]], np.ndarray]], samples: list[np.ndarray]
 ) -> dict[str, Any]:
-    def mean_auc(ps: list[np.ndarray], idx: np.ndarray) -> float:
-        return float(np.mean([macro_auc(y[idx], p[idx]) for p in ps]))
+    """Pretrained vs random probe AUC, averaged over ``tasks`` (one, or the binary findings
+    of a macro average), with the paired bootstrap of the difference over ``samples``."""
 
-    everything = np.arange(len(y))
-    pre = mean_auc(probs["pretrained"], everything)
-    rnd = mean_auc(probs["random"], everything)
+    def mean_auc(name: str, idx: np.ndarray) -> float:
+        return float(
+            np.mean(
+                [np.mean([macro_auc(y[idx], p[idx]) for p in probs[name]]) for probs, y in tasks]
+            )
+        )
+
+    everything = np.arange(len(tasks[0][1]))
+    pre = mean_auc("pretrained", everything)
+    rnd = mean_auc("random", everything)
     diffs = []
     for s in samples:
-        d = mean_auc(probs["pretrained"], s) - mean_auc(probs["random"], s)
+        d = mean_auc("pretrained", s) - mean_auc("random", s)
         if np.isfinite(d):
             diffs.append(d)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    per_subset_pre = [macro_auc(y, p) for p in probs["pretrained"]]
-    per_subset_rnd = [macro_auc(y, p) for p in probs["random"]]
+    lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
+    n_pre = len(tasks[0][0]["pretrained"])
+    per_subset_pre = [
+        float(np.mean([macro_auc(y, probs["pretrained"][i]) for probs, y in tasks]))
+        for i in range(n_pre)
+    ]
+    per_subset_rnd = [
+        float(np.mean([macro_auc(y, probs["random"][i]) for probs, y in tasks]))
+        for i in range(len(tasks[0][0]["random"]))
+    ]
     return {
         "pretrained_auc": pre,
         "random_auc": rnd,
         "difference": pre - rnd,
         "difference_ci_low": float(lo),
         "difference_ci_high": float(hi),
-        "p_no_gain": float(np.mean(np.asarray(diffs) <= 0.0)),
+        "p_no_gain": float(np.mean(np.asarray(diffs) <= 0.0)) if diffs else float("nan"),
         "pretrained_auc_per_subset": per_subset_pre,
         "random_auc_per_run": per_subset_rnd,
         "pretrained_subset_spread": float(np.ptp(per_subset_pre)) if per_subset_pre else 0.0,
