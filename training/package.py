@@ -31,6 +31,18 @@ def next_version(root: Path, name: str) -> str:
     return str(max(used, default=0) + 1)
 
 
+def reserve_version(root: Path, name: str) -> Path:
+    """Create the empty folder of the next free version, atomically: two trainings that end
+    at the same moment get different versions."""
+    while True:
+        destination = root / name / next_version(root, name)
+        try:
+            destination.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return destination
+
+
 def write_package(
     destination: Path,
     name: str,
@@ -48,7 +60,7 @@ def write_package(
     """
     from safetensors.torch import save_file
 
-    if destination.exists():
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise FileExistsError(f"package {destination} exists already; versions are never reused")
     tmp = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
     if tmp.exists():
@@ -80,5 +92,5 @@ def write_package(
     )
     (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(destination)
+    tmp.replace(destination)  # onto the empty reserved folder, if any
     return manifest

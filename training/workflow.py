@@ -25,7 +25,7 @@ from training.evaluate.card import (
 )
 from training.evaluate.zero_shot_eval import embed_split, evaluate_zero_shot
 from training.fit import train
-from training.package import next_version, write_package
+from training.package import reserve_version, write_package
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def train_and_package(
     for summary in result.summary:
         for line in summary.lines():
             print(line, file=sys.stderr)
-    version = next_version(models_root, config.name)
-    destination = models_root / config.name / version
+    destination = reserve_version(models_root, config.name)
+    version = destination.name
     training_info = {
         "config": str(config.source),
         "archive": config.data.archive.name,
@@ -244,7 +244,7 @@ def write_package_card(
             if probe
             else ["Not run for this package (`[evaluate] probe` in the training config)."],
         ),
-        ("Notes", list(config.card_notes) or ["None."]),
+        ("Notes", [f"- {note}" for note in config.card_notes] or ["None."]),
         (
             "Limitations",
             [

@@ -160,3 +160,11 @@ def test_linear_probe_protocol_runs_and_pairs_random_inits(package: Path, archiv
     assert len(full["pretrained_auc_per_subset"]) == 1 and len(full["random_auc_per_run"]) == 5
     # Two tasks on the same images: their macro average is reported too.
     assert result["macro"]["0.1"]["pretrained_auc"] == pytest.approx(ten["pretrained_auc"])
+
+
+def test_reserved_versions_differ(tmp_path: Path) -> None:
+    from training.package import reserve_version
+
+    first = reserve_version(tmp_path, "m")
+    second = reserve_version(tmp_path, "m")
+    assert (first.name, second.name) == ("1", "2") and first.is_dir() and second.is_dir()
