@@ -84,7 +84,9 @@ def storescp(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
     args = ["storescp", "-aet", "STORESCP", "-od", str(out), "+xa", str(port)]
     if fork:
         args.insert(1, "--fork")
-    process = subprocess.Popen(args, env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        args, env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port, process)
         yield "STORESCP", port
@@ -141,8 +143,11 @@ def vlnode(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
         PYTHONPATH=str(REPO),
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "vlnode.cli", "serve"], env=env, cwd=work,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "vlnode.cli", "serve"],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process)
@@ -167,7 +172,9 @@ def send(files: list[Path], ae: str, port: int, associations: int) -> float:
     senders = [
         subprocess.Popen(
             ["storescu", "-aec", ae, "127.0.0.1", str(port), *map(str, group)],
-            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         for group in groups
     ]
@@ -179,14 +186,14 @@ def send(files: list[Path], ae: str, port: int, associations: int) -> float:
 
 
 def durability_floor(files: list[Path], work: Path) -> float:
-    """vlnode's durable steps for every file (no network): write, fdatasync, rename, commit."""
+    """vlnode's durable steps per file, no network: write, fdatasync, row, rename, commit."""
     from pydicom.filereader import read_file_meta_info
 
     from dicom_node.header import read_identifiers
     from dicom_node.receiver import part10_header
     from dicom_node.spool import Spool
-    from store import ingest
     from store.database import make_engine, upgrade_schema
+    from store.instances import InstanceIndex
     from store.records import ReceivedInstance
     from store.tables import utcnow
 
@@ -194,32 +201,50 @@ def durability_floor(files: list[Path], work: Path) -> float:
     engine = make_engine(f"sqlite:///{data_dir / 'vlnode.db'}")
     upgrade_schema(engine)
     spool = Spool(data_dir, 0)
+    index = InstanceIndex(engine)
     payloads = []
     for path in files:
         meta = read_file_meta_info(path)
         raw = path.read_bytes()
-        payloads.append((raw[132 + 12 + int(meta.FileMetaInformationGroupLength) :], str(meta.TransferSyntaxUID)))
+        payloads.append(
+            (
+                raw[132 + 12 + int(meta.FileMetaInformationGroupLength) :],
+                str(meta.TransferSyntaxUID),
+            )
+        )
     settle()
     start = time.perf_counter()
     for body, syntax in payloads:
         ids = read_identifiers(body, syntax)
         relative = spool.relative_path(ids)
         header = part10_header(ids.sop_class_uid, ids.sop_instance_uid, syntax, "FLOOR")
-        size = spool.write(relative, [header, body])
-        ingest.record_instance(
-            engine,
+        pending = spool.write_pending(relative, [header, body])
+        size = pending.size
+        with index.recording(
             ReceivedInstance(
-                ids.study_instance_uid, ids.series_instance_uid, ids.sop_instance_uid,
-                ids.sop_class_uid, syntax, ids.modality, str(relative), size, utcnow(), "FLOOR", None,
-            ),
-        )
+                ids.study_instance_uid,
+                ids.series_instance_uid,
+                ids.sop_instance_uid,
+                ids.sop_class_uid,
+                syntax,
+                ids.modality,
+                str(relative),
+                size,
+                utcnow(),
+                "FLOOR",
+                None,
+            )
+        ):
+            pending.commit()
     elapsed = time.perf_counter() - start
     engine.dispose()
     shutil.rmtree(data_dir)
     return elapsed
 
 
-def measure(files: list[Path], work: Path, rounds: int, associations: int) -> dict[str, list[float]]:
+def measure(
+    files: list[Path], work: Path, rounds: int, associations: int
+) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in RECEIVERS}
     for round_number in range(rounds):
         for name, receiver in RECEIVERS.items():
@@ -252,21 +277,24 @@ def main() -> int:
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "Orthanc"):
         if shutil.which(tool) is None:
-            print(f"{tool} not found: run scripts/setup.sh (Debian dcmtk and orthanc)", file=sys.stderr)
+            print(
+                f"{tool} not found: run scripts/setup.sh (Debian dcmtk and orthanc)",
+                file=sys.stderr,
+            )
             return 2
     with tempfile.TemporaryDirectory(prefix="vlnode-ingest-") as tmp:
         work = Path(tmp)
         _, files = write_ct_study(work / "series", (args.slices,), rows=512, columns=512)
         megabytes = sum(p.stat().st_size for p in files) / 1e6
         print(f"series: {len(files)} files, {megabytes:.1f} MB; rounds: {args.rounds}")
-        print(f"orthanc SyncStorageArea: {str(ORTHANC_SYNC_STORAGE_AREA).lower()} (fsync of each file)")
+        print(f"orthanc SyncStorageArea: {str(ORTHANC_SYNC_STORAGE_AREA).lower()} (fsync per file)")
         print("all dcmtk processes run with TCP_NODELAY=1")
         one = measure(files, work, args.rounds, 1)
         report("one association", one, megabytes)
         many = measure(files, work, args.rounds, args.associations)
         report(f"{args.associations} concurrent associations (aggregate)", many, megabytes)
         floors = [durability_floor(files, work) for _ in range(3)]
-        print(f"\nfloor: {statistics.median(floors):.2f} s  (vlnode's durable steps alone, no network)")
+        print(f"\nfloor: {statistics.median(floors):.2f} s  (vlnode's durable steps, no network)")
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -22,6 +21,7 @@ from dicom_node.errors import InvalidInstanceError, ReceiveError, SopMismatchErr
 from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_identifiers
 from dicom_node.spool import Spool
 from store import ingest
+from store.instances import InstanceIndex
 from store.records import ReceivedInstance
 from store.tables import utcnow
 
@@ -70,6 +70,7 @@ class StoreService:
     def __init__(self, spool: Spool, engine: Engine) -> None:
         self.spool = spool
         self.engine = engine
+        self.index = InstanceIndex(engine)
 
     def store(
         self,
@@ -107,16 +108,10 @@ class StoreService:
         tally: AssociationTally,
     ) -> bool:
         relative = self.spool.relative_path(ids)
-        try:
-            known = ingest.instance_path(self.engine, ids.sop_instance_uid)
-        except Exception as exc:
-            raise StorageError(f"store unavailable: {exc}") from exc
-        if known is not None and self.spool.exists(Path(known)):
-            return False
         header = part10_header(
             ids.sop_class_uid, ids.sop_instance_uid, transfer_syntax, tally.calling_ae_title
         )
-        size = self.spool.write(relative, [header, encoded])
+        pending = self.spool.write_pending(relative, [header, encoded])
         item = ReceivedInstance(
             study_instance_uid=ids.study_instance_uid,
             series_instance_uid=ids.series_instance_uid,
@@ -125,18 +120,25 @@ class StoreService:
             transfer_syntax_uid=transfer_syntax,
             modality=ids.modality,
             file_path=str(relative),
-            size_bytes=size,
+            size_bytes=pending.size,
             received_at=utcnow(),
             calling_ae_title=tally.calling_ae_title,
             association_id=tally.association_id,
         )
+        # The rename happens inside the row's transaction: a committed row always has its
+        # file, and a duplicate leaves the file already stored untouched.
         try:
-            inserted = ingest.record_instance(self.engine, item)
+            with self.index.recording(item) as is_new:
+                if is_new:
+                    pending.commit()
+                else:
+                    pending.discard()
+        except StorageError:
+            raise
         except Exception as exc:
-            # The file stays: it is complete, and a re-send will find and record it.
+            pending.discard()
             raise StorageError(f"cannot record the instance in the store: {exc}") from exc
-        # A row that existed without its file (file lost) is now backed by a file again.
-        return inserted or known is None
+        return is_new
 
     def _refuse(
         self,

@@ -75,6 +75,18 @@ class Spool:
         StorageError
             Writing failed; no file is left under the final name by this call.
         """
+        pending = self.write_pending(relative, chunks)
+        pending.commit()
+        return pending.size
+
+    def write_pending(self, relative: Path, chunks: Iterable[bytes | memoryview]) -> PendingFile:
+        """Write and ``fdatasync`` a temporary file beside ``relative``; rename it later.
+
+        Raises
+        ------
+        StorageError
+            Writing failed; the temporary file is removed.
+        """
         final = self.data_dir / relative
         self._ensure_dir(final.parent)
         temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
@@ -91,12 +103,10 @@ class Spool:
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-            os.rename(temp, final)
-            _fsync_dir(final.parent)
         except OSError as exc:
             _remove_quietly(temp)
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
-        return size
+        return PendingFile(temp, final, relative, size)
 
     def exists(self, relative: Path) -> bool:
         return (self.data_dir / relative).is_file()
@@ -141,6 +151,25 @@ class Spool:
             except OSError as exc:
                 raise StorageError(f"cannot create folder {folder}: {exc.strerror}") from exc
             self._known_dirs.add(folder)
+
+
+class PendingFile:
+    """A complete, fdatasynced temporary file waiting to take its final name."""
+
+    def __init__(self, temp: Path, final: Path, relative: Path, size: int) -> None:
+        self.temp, self.final, self.relative, self.size = temp, final, relative, size
+
+    def commit(self) -> None:
+        """Rename into place and make the new name durable (folder fsync)."""
+        try:
+            os.rename(self.temp, self.final)
+            _fsync_dir(self.final.parent)
+        except OSError as exc:
+            _remove_quietly(self.temp)
+            raise StorageError(f"cannot write {self.relative}: {exc.strerror or exc}") from exc
+
+    def discard(self) -> None:
+        _remove_quietly(self.temp)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -4,80 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, Engine, insert, select, update
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, insert, update
 
-from store.records import AssociationRequest, ReceivedInstance
-from store.tables import Association, Base, Instance, QuarantinedInstance, Series, Study, utcnow
-
-
-def _insert_ignoring_conflict(conn: Connection, table: type[Base], **values: object) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True if a row was inserted.
-
-    RETURNING tells inserted from skipped on both back ends (rowcount does not on psycopg).
-    """
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    primary_key = sa_inspect(table).primary_key[0]
-    return conn.execute(stmt.returning(primary_key)).first() is not None
-
-
-def instance_path(engine: Engine, sop_instance_uid: str) -> str | None:
-    """The spool path of an instance already recorded, or None."""
-    with engine.connect() as conn:
-        return conn.scalar(
-            select(Instance.file_path).where(Instance.sop_instance_uid == sop_instance_uid)
-        )
-
-
-def record_instance(engine: Engine, item: ReceivedInstance) -> bool:
-    """Record an instance whose file is already durable; True if new, False if a duplicate.
-
-    One transaction: the study's ``last_received_at`` moves forward (re-opening a study that
-    was ready), the series and instance rows are created if missing.
-    """
-    with engine.begin() as conn:
-        _insert_ignoring_conflict(
-            conn,
-            Study,
-            study_instance_uid=item.study_instance_uid,
-            first_received_at=item.received_at,
-            last_received_at=item.received_at,
-        )
-        study_id = conn.scalar(
-            select(Study.id).where(Study.study_instance_uid == item.study_instance_uid)
-        )
-        _insert_ignoring_conflict(
-            conn,
-            Series,
-            study_id=study_id,
-            series_instance_uid=item.series_instance_uid,
-            modality=item.modality,
-        )
-        series_id = conn.scalar(
-            select(Series.id).where(Series.series_instance_uid == item.series_instance_uid)
-        )
-        inserted = _insert_ignoring_conflict(
-            conn,
-            Instance,
-            series_id=series_id,
-            sop_instance_uid=item.sop_instance_uid,
-            sop_class_uid=item.sop_class_uid,
-            transfer_syntax_uid=item.transfer_syntax_uid,
-            file_path=item.file_path,
-            size_bytes=item.size_bytes,
-            received_at=item.received_at,
-            calling_ae_title=item.calling_ae_title,
-            association_id=item.association_id,
-        )
-        if inserted:
-            conn.execute(
-                update(Study)
-                .where(Study.id == study_id, Study.last_received_at < item.received_at)
-                .values(last_received_at=item.received_at)
-            )
-        return bool(inserted)
+from store.records import AssociationRequest
+from store.tables import Association, QuarantinedInstance, utcnow
 
 
 def open_association(engine: Engine, request: AssociationRequest) -> int:

@@ -8,6 +8,7 @@ import threading
 from sqlalchemy import Engine, func, select
 
 from store import ingest
+from store.instances import InstanceIndex, instance_path
 from store.jobs import (
     claim_next_job,
     finish_job,
@@ -21,7 +22,9 @@ from store.tables import Job, JobState, Study
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
-def instance(sop: str, at: dt.datetime, study: str = "1.2.3", series: str = "1.2.3.1") -> ReceivedInstance:
+def instance(
+    sop: str, at: dt.datetime, study: str = "1.2.3", series: str = "1.2.3.1"
+) -> ReceivedInstance:
     return ReceivedInstance(
         study_instance_uid=study,
         series_instance_uid=series,
@@ -43,17 +46,34 @@ def jobs(engine: Engine) -> list[tuple[int, JobState]]:
 
 
 def test_instance_recorded_once(engine: Engine) -> None:
-    assert ingest.record_instance(engine, instance("1.2.3.1.1", T0)) is True
-    assert ingest.record_instance(engine, instance("1.2.3.1.1", T0)) is False
-    assert ingest.instance_path(engine, "1.2.3.1.1") == "spool/1.2.3/1.2.3.1/1.2.3.1.1.dcm"
-    assert ingest.instance_path(engine, "9.9") is None
+    index = InstanceIndex(engine)
+    assert index.record(instance("1.2.3.1.1", T0)) is True
+    assert index.record(instance("1.2.3.1.1", T0)) is False
+    # Another process (its own caches) sees the same rows.
+    assert InstanceIndex(engine).record(instance("1.2.3.1.1", T0)) is False
+    assert InstanceIndex(engine).record(instance("1.2.3.1.2", T0)) is True
+    assert instance_path(engine, "1.2.3.1.1") == "spool/1.2.3/1.2.3.1/1.2.3.1.1.dcm"
+    assert instance_path(engine, "9.9") is None
     summary = summarise(engine)
-    assert (summary.studies, summary.series, summary.instances) == (1, 1, 1)
+    assert (summary.studies, summary.series, summary.instances) == (1, 1, 2)
+
+
+def test_rolled_back_instance_leaves_no_row_and_no_stale_cache(engine: Engine) -> None:
+    index = InstanceIndex(engine)
+    try:
+        with index.recording(instance("5.5.1", T0, study="5.5", series="5.5.0")):
+            raise OSError("disk full during rename")
+    except OSError:
+        pass
+    assert instance_path(engine, "5.5.1") is None
+    # The study row was rolled back with it: the next instance must recreate it.
+    assert index.record(instance("5.5.2", T0, study="5.5", series="5.5.0")) is True
+    assert summarise(engine).studies == 1
 
 
 def test_study_ready_once_per_quiet_period(engine: Engine) -> None:
     for i in range(3):
-        ingest.record_instance(engine, instance(f"1.2.3.1.{i}", T0 + dt.timedelta(seconds=i)))
+        InstanceIndex(engine).record(instance(f"1.2.3.1.{i}", T0 + dt.timedelta(seconds=i)))
     # Not quiet long enough yet.
     assert queue_jobs_for_quiet_studies(engine, 30, now=T0 + dt.timedelta(seconds=20)) == []
     ready = queue_jobs_for_quiet_studies(engine, 30, now=T0 + dt.timedelta(seconds=40))
@@ -61,7 +81,7 @@ def test_study_ready_once_per_quiet_period(engine: Engine) -> None:
     # Asking again (a restart, a second process) queues nothing more.
     assert queue_jobs_for_quiet_studies(engine, 30, now=T0 + dt.timedelta(seconds=90)) == []
     # A late instance re-opens the study; after the next quiet period a second job.
-    ingest.record_instance(engine, instance("1.2.3.1.9", T0 + dt.timedelta(seconds=100)))
+    InstanceIndex(engine).record(instance("1.2.3.1.9", T0 + dt.timedelta(seconds=100)))
     assert queue_jobs_for_quiet_studies(engine, 30, now=T0 + dt.timedelta(seconds=110)) == []
     again = queue_jobs_for_quiet_studies(engine, 30, now=T0 + dt.timedelta(seconds=140))
     assert [r.instances for r in again] == [4]
@@ -69,11 +89,13 @@ def test_study_ready_once_per_quiet_period(engine: Engine) -> None:
 
 
 def test_concurrent_detectors_queue_one_job(engine: Engine) -> None:
-    ingest.record_instance(engine, instance("1.2.3.1.1", T0))
+    InstanceIndex(engine).record(instance("1.2.3.1.1", T0))
     results: list[int] = []
 
     def detect() -> None:
-        results.append(len(queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5))))
+        results.append(
+            len(queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5)))
+        )
 
     threads = [threading.Thread(target=detect) for _ in range(4)]
     for t in threads:
@@ -86,7 +108,7 @@ def test_concurrent_detectors_queue_one_job(engine: Engine) -> None:
 
 def test_job_claim_finish_and_requeue(engine: Engine) -> None:
     for study in ("1.1", "2.2"):
-        ingest.record_instance(engine, instance(f"{study}.9", T0, study=study, series=f"{study}.1"))
+        InstanceIndex(engine).record(instance(f"{study}.9", T0, study=study, series=f"{study}.1"))
     queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5))
     first = claim_next_job(engine, "worker-a")
     second = claim_next_job(engine, "worker-b")
@@ -100,7 +122,7 @@ def test_job_claim_finish_and_requeue(engine: Engine) -> None:
     assert rows[second].state == JobState.FAILED
     assert rows[second].reason == "series 1.2 has 2 orientations"
     # A job left running by a crashed worker goes back to the queue at restart.
-    ingest.record_instance(engine, instance("3.3.9", T0, study="3.3", series="3.3.1"))
+    InstanceIndex(engine).record(instance("3.3.9", T0, study="3.3", series="3.3.1"))
     queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5))
     third = claim_next_job(engine, "worker-a")
     assert requeue_interrupted_jobs(engine) == 1
@@ -124,7 +146,7 @@ def test_association_audit(engine: Engine) -> None:
 
 
 def test_timestamps_come_back_aware(engine: Engine) -> None:
-    ingest.record_instance(engine, instance("1.2.3.1.1", T0))
+    InstanceIndex(engine).record(instance("1.2.3.1.1", T0))
     with engine.connect() as conn:
         last = conn.scalar(select(func.max(Study.last_received_at)))
     assert last == T0 and last.tzinfo is not None

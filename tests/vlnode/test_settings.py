@@ -59,7 +59,7 @@ def test_bad_values_name_key_value_and_rule(tmp_path: Path, text: str, names: li
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="nowhere.toml"):
+    with pytest.raises(SettingsError, match=r"nowhere\.toml"):
         load_settings(tmp_path / "nowhere.toml")
 
 
