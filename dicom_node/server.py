@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from dicom_node import status
 from dicom_node.policy import AssociationPolicy
+from dicom_node.pynetdicom_tuning import check_version, make_reactor_event_driven
 from dicom_node.receiver import AssociationTally, StoreService, event_encoded_dataset
 from dicom_node.spool import Spool
 from store import ingest
@@ -73,6 +74,7 @@ class Listener:
         self.server: TunedAssociationServer | None = None
 
     def _make_ae(self) -> AE:
+        check_version()
         node = self.settings.node
         ae = AE(ae_title=node.ae_title)
         # Our policy decides in EVT_REQUESTED (so every decision is audited); pynetdicom's own
@@ -155,6 +157,7 @@ class Listener:
             log.warning("rejected association from %s@%s: %s", calling, host, rejection.reason)
             self._reject(assoc, rejection.result, rejection.source, rejection.diagnostic)
             return
+        make_reactor_event_driven(assoc)
         with self._lock:
             self._tallies[id(assoc)] = AssociationTally(association_id, calling)
         log.info("association %d from %s@%s:%d", association_id, calling, host, port)
