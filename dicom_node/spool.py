@@ -108,9 +108,6 @@ class Spool:
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
         return PendingFile(temp, final, relative, size)
 
-    def exists(self, relative: Path) -> bool:
-        return (self.data_dir / relative).is_file()
-
     def quarantine(self, data: bytes | memoryview, reason: str, label: str) -> Path:
         """Keep bytes that could not be stored as an instance, with a ``.reason.txt`` beside.
 
