@@ -36,6 +36,8 @@ def vlnode(
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the node binds: connections left in TIME_WAIT by an earlier run do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("0.0.0.0", port))
         except OSError:
