@@ -88,11 +88,20 @@ def _extra_corpus(path: Path) -> list[str]:
     return out
 
 
-class _TextBank:
-    """All distinct training/dev texts, with cached encoder output when the encoder is frozen.
+def caches_text(config: TrainConfig) -> bool:
+    """Whether the text encoder's frozen part can be computed once per text and cached: a
+    frozen encoder, or a pretrained one whose top ``trainable_layers`` layers alone train."""
+    text = config.model.text
+    return text.frozen or (text.source == "pretrained" and text.trainable_layers > 0)
 
-    Mean/[CLS] pooling caches one vector per text; attention pooling (trained on top of the
-    frozen encoder) caches the token states (float16) and their mask instead.
+
+class _TextBank:
+    """All distinct training/dev texts, with cached encoder output where it is frozen.
+
+    A frozen encoder with mean/[CLS] pooling caches one vector per text; attention pooling
+    (trained on top of the frozen encoder) caches the token states (float16) and their mask;
+    when the top layers of a pretrained encoder train, the states entering them are cached,
+    so a step runs those layers only (MiniLM's top layer: about 1/6 of the encoder's work).
     """
 
     def __init__(self, texts: list[str]) -> None:
@@ -106,8 +115,16 @@ class _TextBank:
     ) -> None:
         """Encode every text once with the frozen encoder, reusing an earlier run's cache."""
         text_cfg = model.config.text
-        tokens = text_cfg.pooling == "attention"
-        identity = [text_cfg.pretrained, str(text_cfg.max_length), text_cfg.pooling, *self.texts]
+        top = model.text_encoder.top_layers
+        tokens = text_cfg.pooling == "attention" or top > 0
+        cut = [f"below the top {top} layer(s)"] if top else []
+        identity = [
+            text_cfg.pretrained,
+            str(text_cfg.max_length),
+            text_cfg.pooling,
+            *cut,
+            *self.texts,
+        ]
         key = hashlib.sha256("\x00".join(identity).encode()).hexdigest()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"text-features-{key[:16]}.pt"
@@ -118,17 +135,20 @@ class _TextBank:
                 return
         feats, masks = [], []
         length = text_cfg.max_length
+        was_training = model.text_encoder.training
+        model.text_encoder.eval()  # cached like inference computes them: no dropout
         with torch.no_grad():
             for i in range(0, len(self.texts), 64):
                 batch = tokenizer(self.texts[i : i + 64])
                 ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
                 if tokens:
-                    states = model.text_encoder.token_states(ids, mask).half().cpu()
+                    states = model.text_encoder.lower_states(ids, mask).half().cpu()
                     pad = length - states.shape[1]
                     feats.append(torch.nn.functional.pad(states, (0, 0, 0, pad)))
                     masks.append(torch.nn.functional.pad(mask.cpu(), (0, pad)))
                 else:
                     feats.append(model.text_features(ids, mask).float().cpu())
+        model.text_encoder.train(was_training)
         self.features = torch.cat(feats)
         self.mask = torch.cat(masks) if tokens else None
         _save_atomic({"key": key, "features": self.features, "mask": self.mask}, path)
@@ -145,7 +165,8 @@ def _encode_texts(
         mask = bank.mask[ids]
         used = int(mask.sum(1).max())
         states = bank.features[ids, :used].to(device).float()
-        pooled = model.text_encoder.pool(states, mask[:, :used].to(device))
+        mask = mask[:, :used].to(device)
+        pooled = model.text_encoder.pool(model.text_encoder.upper_states(states, mask), mask)
         return model.project_text(pooled)
     if bank.features is not None:
         return model.project_text(bank.features[ids].to(device))
@@ -278,7 +299,7 @@ def train(
     if ctx.is_main:
         tokenizer.save(run_dir / TOKENIZER)
     model = DualEncoder(config.model, vocab_size=tokenizer.vocab_size).to(ctx.device)
-    if config.model.text.frozen:
+    if caches_text(config):
         bank.cache_features(
             model, tokenizer, ctx.device, cache_dir or run_dir.parent / "text-cache"
         )

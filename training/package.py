@@ -69,12 +69,24 @@ def write_package(
     config = model.config
     reference: dict[str, str] | None = None
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if config.text.source == "pretrained" and config.text.frozen and not config.text.store_weights:
+    text = config.text
+    if text.source == "pretrained" and text.trainable_layers >= 0 and not text.store_weights:
+        # The frozen part of a pretrained encoder is referenced by its hash; the layers that
+        # trained (the top ``trainable_layers``) are stored.
         reference = {
             "pretrained": config.text.pretrained,
             "sha256": pretrained_weights_hash(config.text),
         }
-        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.bert.")}
+        n_layers = len(model.text_encoder.bert.encoder.layer)
+        trained = tuple(
+            f"text_encoder.bert.encoder.layer.{i}."
+            for i in range(n_layers - text.trainable_layers, n_layers)
+        )
+        state = {
+            k: v
+            for k, v in state.items()
+            if not k.startswith("text_encoder.bert.") or k.startswith(trained)
+        }
     save_file(state, str(tmp / WEIGHTS))
     (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save(tmp / TOKENIZER)

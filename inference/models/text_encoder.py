@@ -82,6 +82,42 @@ class TextEncoder(nn.Module):
         ).last_hidden_state
         return out
 
+    @property
+    def top_layers(self) -> int:
+        """How many layers at the top train while every layer below them stays frozen (0 when
+        the whole encoder is frozen or the whole encoder trains)."""
+        n = self.config.trainable_layers
+        return n if 0 < n < len(self.bert.encoder.layer) else 0
+
+    def lower_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The hidden states ``[B, L, hidden]`` entering the trained top layers: they depend
+        on frozen weights only, so training computes them once per text and caches them."""
+        n = self.top_layers
+        if n == 0:
+            return self.token_states(input_ids, attention_mask)
+        out = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of layer i.
+        states: torch.Tensor = out.hidden_states[-1 - n]
+        return states
+
+    def upper_states(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the trained top layers over :meth:`lower_states` (identity when none train):
+        ``upper_states(lower_states(x)) == token_states(x)``."""
+        n = self.top_layers
+        if n == 0:
+            return hidden
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(
+            config=self.bert.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+        for layer in self.bert.encoder.layer[-n:]:
+            out = layer(hidden, attention_mask=mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.pool(self.token_states(input_ids, attention_mask), attention_mask)
 
