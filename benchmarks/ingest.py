@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pydicom.filereader import read_file_meta_info  # noqa: E402
+
 from tests.dicom_factory import write_ct_study  # noqa: E402
 
 # dcmtk (and Orthanc, built on it) waits on Nagle's algorithm without this (NOTES.md).
@@ -186,57 +188,35 @@ def send(files: list[Path], ae: str, port: int, associations: int) -> float:
 
 
 def durability_floor(files: list[Path], work: Path) -> float:
-    """vlnode's durable steps per file, no network: write, fdatasync, row, rename, commit."""
-    from pydicom.filereader import read_file_meta_info
+    """vlnode's durable steps per file, no network: the same code as the C-STORE handler.
 
-    from dicom_node.header import read_identifiers
-    from dicom_node.receiver import part10_header
+    Each file is written into the spool's incoming folder in 128 KB fragments with early
+    write-back (as it would arrive), then stored: identifiers read, fdatasync, link into
+    place, folder fsync, row committed.
+    """
+    from dicom_node.receiver import AssociationTally, StoreService
     from dicom_node.spool import Spool
     from store.database import make_engine, upgrade_schema
-    from store.instances import InstanceIndex
-    from store.records import ReceivedInstance
-    from store.tables import utcnow
 
     data_dir = work / "floor"
     engine = make_engine(f"sqlite:///{data_dir / 'vlnode.db'}")
     upgrade_schema(engine)
-    spool = Spool(data_dir, 0)
-    index = InstanceIndex(engine)
-    payloads = []
-    for path in files:
-        meta = read_file_meta_info(path)
-        raw = path.read_bytes()
-        payloads.append(
-            (
-                raw[132 + 12 + int(meta.FileMetaInformationGroupLength) :],
-                str(meta.TransferSyntaxUID),
-            )
-        )
+    service = StoreService(Spool(data_dir, 0), engine)
+    tally = AssociationTally(None, "FLOOR")
+    contents = [path.read_bytes() for path in files]
+    syntax = str(read_file_meta_info(files[0]).TransferSyntaxUID)
     settle()
     start = time.perf_counter()
-    for body, syntax in payloads:
-        ids = read_identifiers(body, syntax)
-        relative = spool.relative_path(ids)
-        header = part10_header(ids.sop_class_uid, ids.sop_instance_uid, syntax, "FLOOR")
-        pending = spool.write_pending(relative, [header, body])
-        size = pending.size
-        with index.recording(
-            ReceivedInstance(
-                ids.study_instance_uid,
-                ids.series_instance_uid,
-                ids.sop_instance_uid,
-                ids.sop_class_uid,
-                syntax,
-                ids.modality,
-                str(relative),
-                size,
-                utcnow(),
-                "FLOOR",
-                None,
-            )
-        ):
-            pending.commit()
+    for content in contents:
+        incoming = service.spool.new_incoming_file()
+        for offset in range(0, len(content), 131072):
+            incoming.write(content[offset : offset + 131072])
+            incoming.flush()
+        incoming.close()
+        service.store(Path(incoming.name), syntax, "", "", tally)
     elapsed = time.perf_counter() - start
+    if tally.stored != len(files):
+        raise RuntimeError(f"floor run stored {tally.stored} of {len(files)} files")
     engine.dispose()
     shutil.rmtree(data_dir)
     return elapsed

@@ -9,10 +9,13 @@ leniently, which is right for a viewer and wrong for a receiver that acknowledge
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -184,3 +187,38 @@ def read_identifiers(encoded: bytes | memoryview, transfer_syntax_uid: str) -> I
         series_instance_uid=values["SeriesInstanceUID"],
         modality=values.get("Modality", "")[:16],
     )
+
+
+# A Part 10 file: 128-byte preamble, "DICM", then (0002,0000) UL in explicit VR little endian
+# (tag, "UL", 2-byte length) whose 4-byte value is the length of the rest of the meta group.
+_META_PREFIX = b"DICM\x02\x00\x00\x00UL\x04\x00"
+_META_GROUP_LENGTH_AT = 128 + len(_META_PREFIX)
+
+
+def dataset_offset(part10: bytes | memoryview | mmap.mmap) -> int:
+    """Where the data set starts in a Part 10 file's bytes (after preamble and file meta)."""
+    if len(part10) < _META_GROUP_LENGTH_AT + 4 or part10[128:_META_GROUP_LENGTH_AT] != _META_PREFIX:
+        raise InvalidInstanceError(
+            "not a DICOM Part 10 file (no DICM prefix and meta group length)"
+        )
+    group_length = int.from_bytes(
+        part10[_META_GROUP_LENGTH_AT : _META_GROUP_LENGTH_AT + 4], "little"
+    )
+    offset = _META_GROUP_LENGTH_AT + 4 + group_length
+    if offset > len(part10):
+        raise InvalidInstanceError(f"file meta claims {group_length} bytes (truncated)")
+    return offset
+
+
+def read_file_identifiers(path: Path, transfer_syntax_uid: str) -> InstanceIdentifiers:
+    """:func:`read_identifiers` on the data set of a Part 10 file, mapped rather than read.
+
+    Only element headers are touched, so a large multi-frame file costs a few pages.
+    """
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            raise InvalidInstanceError("the received file is empty")
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    # Unmapped when the last view of it goes (not closed here: an exception's traceback may
+    # still hold a view, and closing a mapping with views raises).
+    return read_identifiers(memoryview(mapped)[dataset_offset(mapped) :], transfer_syntax_uid)

@@ -1,27 +1,58 @@
 """The one place vlnode reaches into pynetdicom's internals, pinned to one version.
 
-pynetdicom's association reactor polls for a decoded DIMSE message with
-``self.dimse.get_msg(block=False)`` after a 1 ms sleep on every turn, so each C-STORE waits
-up to a millisecond before its handler runs; profiling a 300-instance series put about 30%
-of the receiving thread's time in that sleep. We give each acceptor's DIMSE provider a
-``get_msg`` that, asked not to block, waits briefly on the message queue instead: a message
-is served the moment it is complete, and release/abort checks still run every few ms.
+pynetdicom runs two polling loops per association, and each C-STORE waits on both:
+
+* the DUL thread (network side) sleeps 1 ms whenever it finds nothing to do, so a response
+  our handler has queued, or the next request's bytes, wait up to a millisecond;
+* the association reactor asks for a decoded message with ``get_msg(block=False)`` after its
+  own 1 ms sleep.
+
+Profiling a 300-instance series put about 30% of the receiving thread's time in such sleeps.
+For every association our server accepts, before its threads start, we:
+
+1. run the DUL with :func:`_event_driven_dul_loop`: pynetdicom's own steps in pynetdicom's own
+   order, but where it would sleep it waits in ``select`` on the socket and on a pipe that is
+   written whenever a primitive is queued for sending, so it wakes the moment there is work;
+2. give the DIMSE provider a ``get_msg`` that, asked not to block, waits briefly on the
+   message queue, so a message is served the moment it is complete;
+3. have the chunked C-STORE reception (``_config.STORE_RECV_CHUNKED_DATASET``) write into the
+   node's spool (:class:`dicom_node.incoming.IncomingFile`) instead of a temporary file in the
+   system's temporary folder: pynetdicom creates it with ``NamedTemporaryFile`` in its DIMSE
+   message module, which we point at a factory that asks the DUL thread's spool, and falls
+   back to the real ``NamedTemporaryFile`` for associations this server did not accept.
+
+Release, abort and timers are still checked every few milliseconds, as before.
 
 pynetdicom is pinned exactly (pyproject.toml); ``tests/dicom_node/test_pynetdicom_tuning.py``
-fails loudly if a new version changes what this relies on.
+fails loudly if a new version changes the code this mirrors.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import queue
+import select
+import ssl
+import tempfile
+import threading
 from typing import Any
 
 import pynetdicom
+from pynetdicom import dimse_messages
+from pynetdicom.events import EVT_CONN_OPEN, trigger
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import RequestHandler
+
+from dicom_node.spool import Spool
 
 PINNED_VERSION = "3.0.4"
-# Long enough to sleep through idle time cheaply, short enough that a release or abort
-# (which arrive on another queue) is noticed promptly.
+# Long enough to sleep through idle time cheaply, short enough that a release, an abort or a
+# timer (which wake nothing) is noticed promptly.
 _WAIT_SECONDS = 0.005
+
+log = logging.getLogger(__name__)
 
 
 class PynetdicomVersionError(RuntimeError):
@@ -36,9 +67,59 @@ def check_version() -> None:
         )
 
 
-def make_reactor_event_driven(assoc: Any) -> None:
-    """Replace ``assoc.dimse.get_msg`` with a version that waits on the queue (see above)."""
-    dimse = assoc.dimse
+class EventDrivenRequestHandler(RequestHandler):
+    """pynetdicom's request handler, with the tuning applied before the threads start."""
+
+    spool: Spool
+
+    @classmethod
+    def for_spool(cls, spool: Spool) -> type[EventDrivenRequestHandler]:
+        """A handler class whose associations receive into ``spool``."""
+        return type(cls.__name__, (cls,), {"spool": spool})
+
+    def handle(self) -> None:
+        # pynetdicom's RequestHandler.handle, with make_event_driven() before start().
+        assoc = self._create_association()
+        make_event_driven(assoc, self.spool)
+        trigger(assoc, EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.start()
+
+
+def make_event_driven(assoc: Any, spool: Spool) -> None:
+    """Tune a not yet started acceptor association (see the module's text)."""
+    check_version()
+    _receive_into_spool()
+    _make_get_msg_wait(assoc.dimse)
+    dul = assoc.dul
+    waker = _Waker()
+    dul.to_provider_queue = _WakingQueue(waker)
+    kill_dul = dul.kill_dul
+
+    def kill_and_wake() -> None:
+        kill_dul()
+        waker.wake()
+
+    dul.kill_dul = kill_and_wake
+    # Thread.run is looked up on the instance: the DUL thread runs our loop.
+    dul.run = lambda: _event_driven_dul_loop(dul, waker, spool)
+
+
+# The spool that the current DUL thread receives into (set by _event_driven_dul_loop).
+_dul_thread = threading.local()
+
+
+def _receive_into_spool() -> None:
+    dimse_messages.NamedTemporaryFile = _spool_or_system_temporary_file  # type: ignore[attr-defined]
+
+
+def _spool_or_system_temporary_file(*args: Any, **kwargs: Any) -> Any:
+    spool: Spool | None = getattr(_dul_thread, "spool", None)
+    if spool is None:
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+    return spool.new_incoming_file()
+
+
+def _make_get_msg_wait(dimse: Any) -> None:
     messages: queue.Queue[Any] = dimse.msg_queue
     blocking_get = dimse.get_msg
 
@@ -51,3 +132,107 @@ def make_reactor_event_driven(assoc: Any) -> None:
             return None, None
 
     dimse.get_msg = get_msg
+
+
+class _Waker:
+    """A self-pipe: written when there is something to send, watched beside the socket."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        # Held while writing and closing: a late wake() must never write to a closed
+        # descriptor number that the process has since given to another file.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            # A full pipe already means "wake up".
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.write_fd, b"\0")
+
+    def wait(self, sock: Any, timeout: float) -> None:
+        """Return when ``sock`` is readable, :meth:`wake` was called, or after ``timeout``."""
+        watched = [self.read_fd]
+        raw = getattr(sock, "socket", None) if sock is not None else None
+        if raw is not None and raw.fileno() >= 0:
+            if isinstance(raw, ssl.SSLSocket) and raw.pending():
+                return  # TLS holds decrypted bytes select cannot see
+            watched.append(raw)
+        try:
+            ready, _, _ = select.select(watched, [], [], timeout)
+        except (OSError, ValueError):
+            return  # the socket went away between the check and select: the DUL will see it
+        if self.read_fd in ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.read_fd, 4096):
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.read_fd)
+                os.close(self.write_fd)
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """The DUL's to-provider queue: every primitive queued for sending wakes the DUL."""
+
+    def __init__(self, waker: _Waker) -> None:
+        super().__init__()
+        self._waker = waker
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._waker.wake()
+
+
+def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool) -> None:
+    """``DULServiceProvider.run_reactor`` of pynetdicom 3.0.4, waiting instead of sleeping."""
+    _dul_thread.spool = spool
+    dul._idle_timer.start()
+    try:
+        while True:
+            if not dul.assoc._dul_ready.is_set():
+                dul.assoc._dul_ready.set()
+            if dul._kill_thread:
+                break
+            # The ARTIM timer's event goes on the queue ahead of any other of this turn.
+            if dul.artim_timer.expired:
+                dul.event_queue.put("Evt18")
+            try:
+                # One of: encode and send a queued primitive, or receive and decode a PDU.
+                if dul._process_recv_primitive():
+                    pass
+                elif dul._is_transport_event():
+                    dul._idle_timer.restart()
+            except Exception:
+                log.exception("DUL error, aborting the association")
+                _abort_without_state_machine(dul)
+                return
+            try:
+                event = dul.event_queue.get(block=False)
+            except queue.Empty:
+                waker.wait(dul.socket, _WAIT_SECONDS)
+                continue
+            dul.state_machine.do_action(event)
+    finally:
+        waker.close()
+
+
+def _abort_without_state_machine(dul: Any) -> None:
+    # As pynetdicom does here: the state machine may be inconsistent, so send the A-ABORT
+    # directly and stop both reactors.
+    abort = A_ABORT_RQ()
+    abort.source = 0x02
+    abort.reason_diagnostic = 0x00
+    with contextlib.suppress(Exception):
+        dul.socket.send(abort.encode())
+    dul.assoc.is_aborted = True
+    dul.assoc.is_established = False
+    dul.assoc._kill = True
+    dul._kill_thread = True

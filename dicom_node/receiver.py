@@ -1,4 +1,4 @@
-"""The C-STORE handler: from received bytes to a durable file and a committed row.
+"""The C-STORE handler: from a received file to a durable instance and a committed row.
 
 Success is returned only after both are durable (see DESIGN.md, "nothing lost"); every
 failure is a named DIMSE status, and unparsable data is quarantined with its reason.
@@ -8,26 +8,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from io import BytesIO
-from typing import Any
+from pathlib import Path
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from dicom_node import status
 from dicom_node.errors import InvalidInstanceError, ReceiveError, SopMismatchError, StorageError
-from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_identifiers
+from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_file_identifiers
 from dicom_node.spool import Spool
 from store import ingest
-from store.instances import InstanceIndex
+from store.instances import InstanceIndex, instance_path
 from store.records import ReceivedInstance
 from store.tables import utcnow
 
 log = logging.getLogger(__name__)
-
-IMPLEMENTATION_VERSION_NAME = "VLNODE_010"
 
 
 @dataclass
@@ -39,21 +34,6 @@ class AssociationTally:
     stored: int = 0
     duplicate: int = 0
     failed: int = 0
-
-
-def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> bytes:
-    """Preamble and File Meta Information (PS3.10 7.1) for a data set stored as received."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    meta.SourceApplicationEntityTitle = source_ae
-    buffer = BytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
-    return buffer.getvalue()
 
 
 class StoreService:
@@ -74,21 +54,25 @@ class StoreService:
 
     def store(
         self,
-        encoded: memoryview,
+        received: Path,
         transfer_syntax: str,
         requested_sop_class: str,
         requested_sop_instance: str,
         tally: AssociationTally,
     ) -> int | Dataset:
-        """Store one data set; return the DIMSE status (a Dataset when a comment helps)."""
+        """Store one completely received Part 10 file; return the DIMSE status.
+
+        ``received`` is the temporary file the data set was written to as it arrived (see
+        dicom_node.incoming); it is given its final name, or quarantined, or dropped.
+        """
         try:
             self.spool.check_free_space()
-            ids = read_identifiers(encoded, transfer_syntax)
+            ids = read_file_identifiers(received, transfer_syntax)
             ids = _reconcile_with_request(ids, requested_sop_class, requested_sop_instance)
-            is_new = self._store_durably(ids, encoded, transfer_syntax, tally)
+            is_new = self._store_durably(ids, received, transfer_syntax, tally)
         except ReceiveError as exc:
             tally.failed += 1
-            return self._refuse(exc, encoded, transfer_syntax, requested_sop_instance, tally)
+            return self._refuse(exc, received, requested_sop_instance, tally)
         except Exception as exc:  # never let one instance take the association down
             tally.failed += 1
             log.exception("unexpected error storing SOP Instance %s", requested_sop_instance)
@@ -103,15 +87,12 @@ class StoreService:
     def _store_durably(
         self,
         ids: InstanceIdentifiers,
-        encoded: memoryview,
+        received: Path,
         transfer_syntax: str,
         tally: AssociationTally,
     ) -> bool:
         relative = self.spool.relative_path(ids)
-        header = part10_header(
-            ids.sop_class_uid, ids.sop_instance_uid, transfer_syntax, tally.calling_ae_title
-        )
-        pending = self.spool.write_pending(relative, [header, encoded])
+        pending = self.spool.pending_from_incoming(received, relative)
         item = ReceivedInstance(
             study_instance_uid=ids.study_instance_uid,
             series_instance_uid=ids.series_instance_uid,
@@ -125,26 +106,33 @@ class StoreService:
             calling_ae_title=tally.calling_ae_title,
             association_id=tally.association_id,
         )
-        # The rename happens inside the row's transaction: a committed row always has its
-        # file, and a duplicate leaves the file already stored untouched.
+        # The file is durable under its final name before the row is committed: a committed
+        # row always has its file. A row lost after that (SQLite does not fsync each commit)
+        # is recovered from the file at the next start (dicom_node.recovery).
+        placed = pending.place()
+        if not placed:
+            if instance_path(self.engine, ids.sop_instance_uid) is not None:
+                pending.discard()  # a re-sent instance: the stored file stays as it was
+                return False
+            # A file from a store that never got its row (it failed, or its row was lost):
+            # this complete copy takes its place.
+            pending.replace()
         try:
-            with self.index.recording(item) as is_new:
-                if is_new:
-                    pending.commit()
-                else:
-                    pending.discard()
-        except StorageError:
-            raise
+            is_new = self.index.record(item)
         except Exception as exc:
-            pending.discard()
+            # The file stays: a re-send replaces it, and the next start records it if not.
             raise StorageError(f"cannot record the instance in the store: {exc}") from exc
+        if not is_new and placed:
+            # Recorded under another study or series path: keep the first one only.
+            recorded = instance_path(self.engine, ids.sop_instance_uid)
+            if recorded != str(relative):
+                self.spool.remove(relative)
         return is_new
 
     def _refuse(
         self,
         exc: ReceiveError,
-        encoded: memoryview,
-        transfer_syntax: str,
+        received: Path,
         requested_sop_instance: str,
         tally: AssociationTally,
     ) -> Dataset:
@@ -157,19 +145,18 @@ class StoreService:
             exc.dimse_status,
         )
         if exc.quarantine:
-            self._quarantine(encoded, transfer_syntax, requested_sop_instance, reason, tally)
+            self._quarantine(received, requested_sop_instance, reason, tally)
         return _status_with_comment(exc.dimse_status, reason)
 
     def _quarantine(
         self,
-        encoded: memoryview,
-        transfer_syntax: str,
+        received: Path,
         requested_sop_instance: str,
         reason: str,
         tally: AssociationTally,
     ) -> None:
         try:
-            path = self.spool.quarantine(encoded, reason, requested_sop_instance)
+            path = self.spool.quarantine(received, reason, requested_sop_instance)
             ingest.record_quarantined(
                 self.engine,
                 file_path=str(path),
@@ -216,9 +203,3 @@ def _status_with_comment(code: int, comment: str) -> Dataset:
     # Error Comment is LO: at most 64 characters (PS3.7 C.4).
     ds.ErrorComment = comment.replace("\\", "/")[:64]
     return ds
-
-
-def event_encoded_dataset(event: Any) -> memoryview:
-    """The received data set's bytes, without a copy."""
-    buffer: BytesIO = event.request.DataSet
-    return buffer.getbuffer()

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from dicom_node import status
 from dicom_node.policy import AssociationPolicy
-from dicom_node.pynetdicom_tuning import check_version, make_reactor_event_driven
-from dicom_node.receiver import AssociationTally, StoreService, event_encoded_dataset
+from dicom_node.pynetdicom_tuning import EventDrivenRequestHandler, check_version
+from dicom_node.receiver import AssociationTally, StoreService
 from dicom_node.spool import Spool
 from store import ingest
 from store.records import AssociationRequest
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 # proposes first: instances are stored exactly as sent, never transcoded (pynetdicom's
 # documented switch for a storage SCP).
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+# Write each received data set to a file fragment by fragment as it arrives (pynetdicom's
+# documented switch); the file is created in the spool (dicom_node.incoming) and renamed into
+# place, never copied.
+_config.STORE_RECV_CHUNKED_DATASET = True
 # Patient identifiers never reach our logs: pynetdicom would log them per request.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -103,6 +107,7 @@ class Listener:
             (node.bind_address, node.port),
             evt_handlers=handlers,
             server_class=TunedAssociationServer,
+            request_handler=EventDrivenRequestHandler.for_spool(self.service.spool),
         )
         assert isinstance(server, TunedAssociationServer)
         thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
@@ -157,7 +162,6 @@ class Listener:
             log.warning("rejected association from %s@%s: %s", calling, host, rejection.reason)
             self._reject(assoc, rejection.result, rejection.source, rejection.diagnostic)
             return
-        make_reactor_event_driven(assoc)
         with self._lock:
             self._tallies[id(assoc)] = AssociationTally(association_id, calling)
         log.info("association %d from %s@%s:%d", association_id, calling, host, port)
@@ -211,7 +215,7 @@ class Listener:
         tally = self._tally(event.assoc)
         request = event.request
         return self.service.store(
-            event_encoded_dataset(event),
+            event.dataset_path,
             str(event.context.transfer_syntax),
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),

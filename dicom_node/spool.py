@@ -4,8 +4,12 @@ Layout: ``<data_dir>/spool/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUI
 each a DICOM Part 10 file (preamble, file meta, the data set bytes as received).
 
 Durability (see DESIGN.md, "nothing lost"): write to a temporary name in the final folder,
-``fdatasync``, rename over the final name, ``fsync`` the folder. A crash at any point leaves
-either no file or a complete one under the final name; temporary leftovers are removed at start.
+``fdatasync``, give it the final name, ``fsync`` the folder. A crash at any point leaves either
+no file or a complete one under the final name; temporary leftovers are removed at start.
+
+A received instance takes its final name with a hard link rather than a rename, because a link
+refuses to replace a file already there: the file system itself says "this instance is stored
+already", and a duplicate never touches the stored bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from dicom_node.errors import OutOfResourcesError, StorageError
 from dicom_node.header import InstanceIdentifiers
+from dicom_node.incoming import INCOMING_FOLDER, IncomingFile, remove_incoming_leftovers
 
 TEMP_SUFFIX = ".partial"
 
@@ -41,7 +46,9 @@ class Spool:
         self.root = data_dir / "spool"
         self.quarantine_root = data_dir / "quarantine"
         self.min_free_bytes = min_free_bytes
+        self.incoming_dir = self.root / INCOMING_FOLDER
         self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming_dir.mkdir(exist_ok=True)
         self.quarantine_root.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
@@ -75,56 +82,64 @@ class Spool:
         StorageError
             Writing failed; no file is left under the final name by this call.
         """
-        pending = self.write_pending(relative, chunks)
-        pending.commit()
-        return pending.size
+        final = self.data_dir / relative
+        self._ensure_dir(final.parent)
+        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        try:
+            with open(temp, "xb") as file:
+                for chunk in chunks:
+                    file.write(chunk)
+            size = _datasync(temp)
+        except OSError as exc:
+            _remove_quietly(temp)
+            raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
+        PendingFile(temp, final, relative, size).replace()
+        return size
 
-    def write_pending(self, relative: Path, chunks: Iterable[bytes | memoryview]) -> PendingFile:
-        """Write and ``fdatasync`` a temporary file beside ``relative``; rename it later.
+    def new_incoming_file(self) -> IncomingFile:
+        """A temporary file for an instance being received (see dicom_node.incoming)."""
+        return IncomingFile(self.incoming_dir)
+
+    def pending_from_incoming(self, received: Path, relative: Path) -> PendingFile:
+        """``fdatasync`` a completely received file; it takes its final name later.
 
         Raises
         ------
         StorageError
-            Writing failed; the temporary file is removed.
+            The file cannot be made durable; it is removed.
         """
         final = self.data_dir / relative
-        self._ensure_dir(final.parent)
-        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-        size = 0
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                        size += written
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            self._ensure_dir(final.parent)
+            size = _datasync(received)
         except OSError as exc:
-            _remove_quietly(temp)
+            _remove_quietly(received)
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
-        return PendingFile(temp, final, relative, size)
+        return PendingFile(received, final, relative, size)
 
-    def quarantine(self, data: bytes | memoryview, reason: str, label: str) -> Path:
-        """Keep bytes that could not be stored as an instance, with a ``.reason.txt`` beside.
+    def remove(self, relative: Path) -> None:
+        """Remove a file this node placed but must not keep (it is recorded elsewhere)."""
+        _remove_quietly(self.data_dir / relative)
 
-        Returns the path relative to the data directory.
-        """
+    def quarantine(self, received: Path, reason: str, label: str) -> Path:
+        """Move a received file that cannot be stored as an instance to the quarantine folder,
+        with a ``.reason.txt`` beside it; return its path relative to the data directory."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         safe_label = "".join(c if c.isalnum() or c in ".-" else "_" for c in label)[:80]
         name = f"{stamp}-{uuid.uuid4().hex[:8]}-{safe_label or 'unknown'}.dcm"
         relative = Path("quarantine") / name
-        self.write(relative, [data])
+        try:
+            _datasync(received)
+        except OSError as exc:
+            raise StorageError(f"cannot keep {received.name}: {exc.strerror or exc}") from exc
+        PendingFile(received, self.data_dir / relative, relative, 0).replace()
         reason_rel = relative.with_suffix(".reason.txt")
         self.write(reason_rel, [reason.encode("utf-8", "replace") + b"\n"])
         return relative
 
     def remove_partial_files(self) -> int:
         """Delete temporary files of writes that never completed (none was acknowledged)."""
-        removed = 0
+        removed = remove_incoming_leftovers(self.incoming_dir)
         for root in (self.root, self.quarantine_root):
             for path in root.rglob(f".*{TEMP_SUFFIX}"):
                 _remove_quietly(path)
@@ -144,7 +159,7 @@ class Spool:
                 folder.mkdir(parents=True, exist_ok=True)
                 # A new folder's entry must itself be durable in its parent.
                 for new in reversed(created):
-                    _fsync_dir(new.parent)
+                    fsync_dir(new.parent)
             except OSError as exc:
                 raise StorageError(f"cannot create folder {folder}: {exc.strerror}") from exc
             self._known_dirs.add(folder)
@@ -156,20 +171,57 @@ class PendingFile:
     def __init__(self, temp: Path, final: Path, relative: Path, size: int) -> None:
         self.temp, self.final, self.relative, self.size = temp, final, relative, size
 
-    def commit(self) -> None:
-        """Rename into place and make the new name durable (folder fsync)."""
+    def place(self) -> bool:
+        """Take the final name unless a file has it already; True if this file took it.
+
+        On True the name is durable (folder fsync). On False the temporary file is kept, for
+        the caller to :meth:`discard` or :meth:`replace` with.
+        """
         try:
-            os.rename(self.temp, self.final)
-            _fsync_dir(self.final.parent)
+            os.link(self.temp, self.final)
+        except FileExistsError:
+            return False
         except OSError as exc:
             _remove_quietly(self.temp)
             raise StorageError(f"cannot write {self.relative}: {exc.strerror or exc}") from exc
+        self._make_name_durable(unlink_temp=True)
+        return True
+
+    def replace(self) -> None:
+        """Take the final name, replacing any file there, and make the name durable."""
+        try:
+            os.rename(self.temp, self.final)
+        except OSError as exc:
+            _remove_quietly(self.temp)
+            raise StorageError(f"cannot write {self.relative}: {exc.strerror or exc}") from exc
+        self._make_name_durable(unlink_temp=False)
 
     def discard(self) -> None:
         _remove_quietly(self.temp)
 
+    def _make_name_durable(self, unlink_temp: bool) -> None:
+        try:
+            if unlink_temp:
+                os.unlink(self.temp)
+            fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot make {self.relative} durable: {exc.strerror or exc}"
+            ) from exc
 
-def _fsync_dir(folder: Path) -> None:
+
+def _datasync(path: Path) -> int:
+    """``fdatasync`` a written file (its data and size become durable); return its size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (names created, renamed, removed) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -30,11 +30,13 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer, and a commit is one append + fsync of the log.
+    # WAL: readers never block the writer, and a commit is one append to the log.
     cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: the WAL is fsynced at every commit, so a row we answered "success" for survives
-    # power loss, not only a process crash.
-    cursor.execute("PRAGMA synchronous=FULL")
+    # NORMAL: a commit is not fsynced (the log is, at checkpoints). A process crash loses no
+    # committed row; a power loss may lose the last few, and the next start records them again
+    # from their spool files, which were made durable before the commit (dicom_node.recovery).
+    # FULL would add an fsync per instance, taken while holding the database's only write lock.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

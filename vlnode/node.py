@@ -12,6 +12,7 @@ import signal
 import threading
 from types import FrameType
 
+from dicom_node.recovery import RunMarker, record_unrecorded_files
 from dicom_node.server import Listener
 from dicom_node.spool import Spool
 from dicom_node.stable import StableStudyDetector
@@ -58,6 +59,7 @@ class Node:
         self.detector = StableStudyDetector(
             self.engine, settings.study.stable_seconds, settings.study.check_interval_seconds
         )
+        self.run_marker = RunMarker(settings.store.data_dir)
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._stop = threading.Event()
 
@@ -65,6 +67,17 @@ class Node:
         removed = self.spool.remove_partial_files()
         if removed:
             log.info("removed %d partial file(s) of stores that never completed", removed)
+        if self.run_marker.previous_run_was_unclean():
+            log.warning(
+                "the previous run did not stop cleanly: checking the spool against the store"
+            )
+            report = record_unrecorded_files(self.spool, self.engine)
+            log.warning(
+                "spool check done: %d instance(s) recorded again, %d unreadable file(s)",
+                report.recorded,
+                len(report.unreadable),
+            )
+        self.run_marker.set()
         requeued = requeue_interrupted_jobs(self.engine)
         if requeued:
             log.info("requeued %d job(s) left running by the previous run", requeued)
@@ -98,4 +111,8 @@ class Node:
             child.join(timeout=35)
         self.detector.stop()
         self.engine.dispose()
+        if any(child.is_alive() for child in self._children):
+            log.warning("a listener process did not stop: the spool is checked at next start")
+        else:
+            self.run_marker.clear()
         log.info("stopped")

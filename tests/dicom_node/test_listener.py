@@ -15,6 +15,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from sqlalchemy import func, select
 
 from dicom_node import status
+from dicom_node.header import dataset_offset
 from store.tables import Association, Instance, Job, QuarantinedInstance
 from tests.conftest import DCMTK_ENV, require_tool
 from tests.dicom_factory import iter_sop_uids, write_ct_study
@@ -242,7 +243,10 @@ def test_damaged_instance_is_quarantined_and_node_keeps_serving(
     assert count(running_node, QuarantinedInstance) == 1
     assert count(running_node, Instance) == 0  # nothing half-written in the spool
     quarantined = list((running_node.settings.store.data_dir / "quarantine").glob("*.dcm"))
-    assert len(quarantined) == 1 and quarantined[0].read_bytes() == sent
+    # Kept as received, in a Part 10 file whose meta names the request's UIDs.
+    assert len(quarantined) == 1
+    kept = quarantined[0].read_bytes()
+    assert kept[dataset_offset(kept) :] == sent
     reason = quarantined[0].with_suffix(".reason.txt").read_text()
     assert "truncated" in reason
     # Still serving: the next instance is stored.

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import threading
 
 import pynetdicom
+from pynetdicom import dimse_messages
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.transport import RequestHandler
 
 from dicom_node.pynetdicom_tuning import PINNED_VERSION, check_version
+
+# sha256 of pynetdicom 3.0.4's DULServiceProvider.run_reactor, which _event_driven_dul_loop
+# mirrors step for step: if it changes, re-read it and update the mirror and this digest.
+RUN_REACTOR_SHA256 = "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803"
 
 
 def test_pinned_version_is_installed() -> None:
     assert pynetdicom.__version__ == PINNED_VERSION
     check_version()
+
+
+def test_dul_loop_is_the_one_we_mirror() -> None:
+    source = inspect.getsource(DULServiceProvider.run_reactor)
+    assert hashlib.sha256(source.encode()).hexdigest() == RUN_REACTOR_SHA256
+    # Our loop is installed as the instance's ``run``: the class must not define its own.
+    assert DULServiceProvider.run is threading.Thread.run
+    for name in ("_process_recv_primitive", "_is_transport_event"):
+        assert name in source
+    # Primitives to send go through the queue we replace with one that wakes the loop.
+    assert "self.to_provider_queue.put(" in inspect.getsource(DULServiceProvider.send_pdu)
 
 
 def test_reactor_still_polls_get_msg_without_blocking() -> None:
@@ -23,3 +44,20 @@ def test_reactor_still_polls_get_msg_without_blocking() -> None:
     assert "self.dimse.get_msg(block=False)" in source
     assert "msg_queue" in inspect.getsource(DIMSEServiceProvider.get_msg)
     assert "self.msg_queue" in inspect.getsource(DIMSEServiceProvider.__init__)
+
+
+def test_chunked_reception_still_uses_the_factory_we_replace() -> None:
+    # decode_msg creates the file with the module's NamedTemporaryFile, writes each fragment
+    # and flushes through ``.file``; the storage SCP removes it by name after the handler.
+    decode = inspect.getsource(dimse_messages.DIMSEMessage.decode_msg)
+    assert "NamedTemporaryFile(delete=False" in decode
+    assert "self._data_set_file.file.flush()" in decode
+    scp = inspect.getsource(StorageServiceClass.SCP)
+    assert "os.unlink(req._dataset_file.name)" in scp
+
+
+def test_request_handler_steps_are_the_ones_we_repeat() -> None:
+    source = inspect.getsource(RequestHandler.handle)
+    assert "self._create_association()" in source
+    assert "evt.EVT_CONN_OPEN" in source
+    assert "assoc.start()" in source

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+import pytest
+from sqlalchemy import Engine, event, func, select
 
 from store import ingest
 from store.instances import InstanceIndex, instance_path
@@ -60,11 +62,17 @@ def test_instance_recorded_once(engine: Engine) -> None:
 
 def test_rolled_back_instance_leaves_no_row_and_no_stale_cache(engine: Engine) -> None:
     index = InstanceIndex(engine)
+
+    def fail_instance_insert(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO instance"):
+            raise OSError("database went away")
+
+    event.listen(engine, "before_cursor_execute", fail_instance_insert)
     try:
-        with index.recording(instance("5.5.1", T0, study="5.5", series="5.5.0")):
-            raise OSError("disk full during rename")
-    except OSError:
-        pass
+        with pytest.raises(OSError, match="went away"):
+            index.record(instance("5.5.1", T0, study="5.5", series="5.5.0"))
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_instance_insert)
     assert instance_path(engine, "5.5.1") is None
     # The study row was rolled back with it: the next instance must recreate it.
     assert index.record(instance("5.5.2", T0, study="5.5", series="5.5.0")) is True

@@ -1,0 +1,94 @@
+"""A received instance, written to disk fragment by fragment while it arrives.
+
+pynetdicom's chunked C-STORE reception (``STORE_RECV_CHUNKED_DATASET``) writes the preamble,
+the file meta and each P-DATA fragment of the data set to a temporary file as they arrive, and
+hands the handler its path. :class:`IncomingFile` is that file for vlnode: it lives in the
+spool's ``.incoming`` folder (the same file system as the spool, so the finished file takes its
+final name with a link, never a copy), and it asks the kernel to start writing each fragment
+out at once (``sync_file_range``), so the ``fdatasync`` that makes the instance durable waits
+for the last fragment only, not for the whole instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+INCOMING_FOLDER = ".incoming"
+INCOMING_SUFFIX = ".receiving"
+
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-out of dirty pages, do not wait
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError, TypeError):
+        return None  # not Linux: durability is unchanged, fdatasync just does all the work
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a byte range out now (a hint: failures are ignored)."""
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+class IncomingFile:
+    """A temporary file with the surface pynetdicom's chunked reception uses.
+
+    That is ``name``, ``write`` and ``file.flush`` (called after every fragment), and
+    ``close``. A file nobody took over (an aborted association) is removed when dropped.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.name = str(folder / f"{uuid.uuid4().hex}{INCOMING_SUFFIX}")
+        self._fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._written = 0
+        self._flushed = 0
+        self.file = self  # pynetdicom flushes through ``.file``
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        while view:
+            count = os.write(self._fd, view)
+            view = view[count:]
+            self._written += count
+        return len(data)
+
+    def flush(self) -> None:
+        start_writeback(self._fd, self._flushed, self._written - self._flushed)
+        self._flushed = self._written
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+        # After a normal store the handler has given the file its final name or quarantined
+        # it, and the temporary name is gone already; after an abort it is removed here.
+        with contextlib.suppress(OSError):
+            os.unlink(self.name)
+
+
+def remove_incoming_leftovers(folder: Path) -> int:
+    """Delete files of receptions that never completed (at start, before listening)."""
+    removed = 0
+    for path in folder.glob(f"*{INCOMING_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
