@@ -4,9 +4,9 @@ pynetdicom's chunked C-STORE reception (``STORE_RECV_CHUNKED_DATASET``) writes t
 the file meta and each P-DATA fragment of the data set to a temporary file as they arrive, and
 hands the handler its path. :class:`IncomingFile` is that file for vlnode: it lives in the
 spool's ``.incoming`` folder (the same file system as the spool, so the finished file takes its
-final name with a link, never a copy), and it asks the kernel to start writing each fragment
-out at once (``sync_file_range``), so the ``fdatasync`` that makes the instance durable waits
-for the last fragment only, not for the whole instance.
+final name with a link, never a copy), it asks the kernel to start writing each fragment out
+at once (``sync_file_range``), so the flush that makes the instance durable waits for the last
+fragment only, and it keeps the file's seal up to date (dicom_node.seal).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from dicom_node.seal import Sealer
 
 INCOMING_FOLDER = ".incoming"
 INCOMING_SUFFIX = ".receiving"
@@ -57,9 +59,11 @@ class IncomingFile:
         self._fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._written = 0
         self._flushed = 0
+        self._sealer = Sealer()
         self.file = self  # pynetdicom flushes through ``.file``
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._sealer.add(data)
         view = memoryview(data)
         while view:
             count = os.write(self._fd, view)
@@ -70,6 +74,7 @@ class IncomingFile:
     def flush(self) -> None:
         start_writeback(self._fd, self._flushed, self._written - self._flushed)
         self._flushed = self._written
+        self._sealer.write(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -1,6 +1,6 @@
 """After an unclean stop: record the spool files whose row did not survive.
 
-The C-STORE path makes each file durable (fdatasync, final name, folder fsync) and then
+The C-STORE path makes each file durable under its final name (dicom_node.spool) and then
 commits its row. On SQLite that commit is not fsynced (WAL with ``synchronous=NORMAL``: one
 fsync per instance fewer, and no fsync while holding the database's write lock), so a power
 loss can take the last rows back while their files stay. The spool is therefore the record of
@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from dicom_node.errors import ReceiveError
 from dicom_node.header import read_file_identifiers
+from dicom_node.seal import has_seal, is_sealed_and_intact
 from dicom_node.spool import Spool, fsync_dir
 from store.instances import InstanceIndex
 from store.records import ReceivedInstance
@@ -39,6 +40,7 @@ RUNNING_MARKER = "node.running"
 class RecoveryReport:
     recorded: int
     unreadable: list[str]
+    torn: list[str]  # never acknowledged: moved to quarantine, the sender sends them again
 
 
 class RunMarker:
@@ -71,9 +73,16 @@ def record_unrecorded_files(spool: Spool, engine: Engine) -> RecoveryReport:
     index = InstanceIndex(engine)
     recorded = 0
     unreadable: list[str] = []
+    torn: list[str] = []
     for path in sorted(spool.root.rglob("*.dcm")):
         relative = path.relative_to(spool.data_dir)
         if str(relative) in recorded_paths:
+            continue
+        if has_seal(path) and not is_sealed_and_intact(path):
+            reason = "torn by an unclean stop before it was acknowledged (bytes do not match seal)"
+            log.warning("spool file %s: %s; moved to quarantine", relative, reason)
+            spool.quarantine(path, reason, path.stem)
+            torn.append(str(relative))
             continue
         try:
             item = _instance_from_file(path, relative)
@@ -84,7 +93,7 @@ def record_unrecorded_files(spool: Spool, engine: Engine) -> RecoveryReport:
         if index.record(item):
             recorded += 1
             log.warning("recorded SOP Instance %s from the spool", item.sop_instance_uid)
-    return RecoveryReport(recorded, unreadable)
+    return RecoveryReport(recorded, unreadable, torn)
 
 
 def _instance_from_file(path: Path, relative: Path) -> ReceivedInstance:

@@ -113,7 +113,15 @@ class Listener:
         thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
         thread.start()
         self.server = server
-        log.info("listening as %s on %s:%d", node.ae_title, node.bind_address, node.port)
+        log.info(
+            "listening as %s on %s:%d; spool %s",
+            node.ae_title,
+            node.bind_address,
+            node.port,
+            "sealed (one disk flush per instance)"
+            if self.service.spool.sealed
+            else "portable (fdatasync and folder fsync per instance)",
+        )
 
     def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop accepting, let in-flight associations finish (up to the grace time)."""

@@ -3,13 +3,20 @@
 Layout: ``<data_dir>/spool/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``,
 each a DICOM Part 10 file (preamble, file meta, the data set bytes as received).
 
-Durability (see DESIGN.md, "nothing lost"): write to a temporary name in the final folder,
-``fdatasync``, give it the final name, ``fsync`` the folder. A crash at any point leaves either
-no file or a complete one under the final name; temporary leftovers are removed at start.
+Durability (see DESIGN.md, "nothing lost"). A received instance arrives in a temporary file
+in ``spool/.incoming`` (dicom_node.incoming) and takes its final name with a hard link rather
+than a rename, because a link refuses to replace a file already there: the file system itself
+says "this instance is stored already", and a duplicate never touches the stored bytes. It is
+durable before its row is committed, in one of two orders:
 
-A received instance takes its final name with a hard link rather than a rename, because a link
-refuses to replace a file already there: the file system itself says "this instance is stored
-already", and a duplicate never touches the stored bytes.
+* sealed (file systems with extended attributes, e.g. ext4, XFS): link, then ``syncfs``, one
+  disk flush; a file torn by a power loss before the flush is told by its seal
+  (dicom_node.seal);
+* portable: ``fdatasync`` the file, link, ``fsync`` the folder; a file under its final name is
+  always complete.
+
+Other files (quarantine reasons) are written to a temporary name in the final folder,
+``fdatasync``ed, renamed and their folder fsynced. Temporary leftovers are removed at start.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dicom_node.errors import OutOfResourcesError, StorageError
 from dicom_node.header import InstanceIdentifiers
 from dicom_node.incoming import INCOMING_FOLDER, IncomingFile, remove_incoming_leftovers
+from dicom_node.seal import can_seal, syncfs
 
 TEMP_SUFFIX = ".partial"
 
@@ -50,6 +58,9 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.incoming_dir.mkdir(exist_ok=True)
         self.quarantine_root.mkdir(parents=True, exist_ok=True)
+        # Received instances: one flush each where files can be sealed (dicom_node.seal),
+        # else the portable two (fdatasync the file, fsync its folder).
+        self.sealed = can_seal(self.incoming_dir)
         self._known_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
 
@@ -93,7 +104,7 @@ class Spool:
         except OSError as exc:
             _remove_quietly(temp)
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
-        PendingFile(temp, final, relative, size).replace()
+        PendingFile(temp, final, relative, size, fsync_dir).replace()
         return size
 
     def new_incoming_file(self) -> IncomingFile:
@@ -101,7 +112,10 @@ class Spool:
         return IncomingFile(self.incoming_dir)
 
     def pending_from_incoming(self, received: Path, relative: Path) -> PendingFile:
-        """``fdatasync`` a completely received file; it takes its final name later.
+        """A completely received file, ready to take its final name and become durable.
+
+        Sealed spool: the flush comes after the link (syncfs). Otherwise the file is
+        ``fdatasync``ed here, and its folder is fsynced after the link.
 
         Raises
         ------
@@ -111,11 +125,11 @@ class Spool:
         final = self.data_dir / relative
         try:
             self._ensure_dir(final.parent)
-            size = _datasync(received)
+            size = os.stat(received).st_size if self.sealed else _datasync(received)
         except OSError as exc:
             _remove_quietly(received)
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
-        return PendingFile(received, final, relative, size)
+        return PendingFile(received, final, relative, size, syncfs if self.sealed else fsync_dir)
 
     def remove(self, relative: Path) -> None:
         """Remove a file this node placed but must not keep (it is recorded elsewhere)."""
@@ -132,7 +146,7 @@ class Spool:
             _datasync(received)
         except OSError as exc:
             raise StorageError(f"cannot keep {received.name}: {exc.strerror or exc}") from exc
-        PendingFile(received, self.data_dir / relative, relative, 0).replace()
+        PendingFile(received, self.data_dir / relative, relative, 0, fsync_dir).replace()
         reason_rel = relative.with_suffix(".reason.txt")
         self.write(reason_rel, [reason.encode("utf-8", "replace") + b"\n"])
         return relative
@@ -166,10 +180,22 @@ class Spool:
 
 
 class PendingFile:
-    """A complete, fdatasynced temporary file waiting to take its final name."""
+    """A complete temporary file waiting to take its final name.
 
-    def __init__(self, temp: Path, final: Path, relative: Path, size: int) -> None:
+    ``make_durable`` is called with the final folder once the file has its name there: a
+    folder fsync (the file was fdatasynced before), or syncfs for a sealed file.
+    """
+
+    def __init__(
+        self,
+        temp: Path,
+        final: Path,
+        relative: Path,
+        size: int,
+        make_durable: Callable[[Path], None],
+    ) -> None:
         self.temp, self.final, self.relative, self.size = temp, final, relative, size
+        self._make_durable = make_durable
 
     def place(self) -> bool:
         """Take the final name unless a file has it already; True if this file took it.
@@ -184,7 +210,7 @@ class PendingFile:
         except OSError as exc:
             _remove_quietly(self.temp)
             raise StorageError(f"cannot write {self.relative}: {exc.strerror or exc}") from exc
-        self._make_name_durable(unlink_temp=True)
+        self._name_durably(unlink_temp=True)
         return True
 
     def replace(self) -> None:
@@ -194,16 +220,16 @@ class PendingFile:
         except OSError as exc:
             _remove_quietly(self.temp)
             raise StorageError(f"cannot write {self.relative}: {exc.strerror or exc}") from exc
-        self._make_name_durable(unlink_temp=False)
+        self._name_durably(unlink_temp=False)
 
     def discard(self) -> None:
         _remove_quietly(self.temp)
 
-    def _make_name_durable(self, unlink_temp: bool) -> None:
+    def _name_durably(self, unlink_temp: bool) -> None:
         try:
             if unlink_temp:
                 os.unlink(self.temp)
-            fsync_dir(self.final.parent)
+            self._make_durable(self.final.parent)
         except OSError as exc:
             raise StorageError(
                 f"cannot make {self.relative} durable: {exc.strerror or exc}"

@@ -73,8 +73,10 @@ class Node:
             )
             report = record_unrecorded_files(self.spool, self.engine)
             log.warning(
-                "spool check done: %d instance(s) recorded again, %d unreadable file(s)",
+                "spool check done: %d instance(s) recorded again, %d torn file(s) quarantined, "
+                "%d unreadable file(s)",
                 report.recorded,
+                len(report.torn),
                 len(report.unreadable),
             )
         self.run_marker.set()
