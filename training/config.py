@@ -47,6 +47,9 @@ class OptimConfig:
     # Which weights become the package: "last" (the final epoch: no selection on dev at all)
     # or "dev_loss" (the epoch with the lowest dev contrastive loss, a label-free criterion).
     select: str = "last"
+    # >0: the package (and the dev figures of the log) use an exponential moving average of
+    # the trained weights with this decay per step, not the last step's weights; 0: off.
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError(f"{file}: optim.select = {optim.select!r}: 'last' or 'dev_loss'")
     if not optim.lr > 0:
         raise TrainConfigError(f"{file}: optim.lr = {optim.lr}: must be > 0")
+    if not 0.0 <= optim.ema_decay < 1.0:
+        raise TrainConfigError(f"{file}: optim.ema_decay = {optim.ema_decay}: must be in [0, 1)")
     evaluate = raw.get("evaluate", {})
     probe = evaluate.get("probe", []) if isinstance(evaluate, dict) else None
     if not isinstance(probe, list) or not all(isinstance(c, str) for c in probe):

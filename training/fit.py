@@ -198,6 +198,36 @@ def _param_groups(model: DualEncoder, config: TrainConfig) -> list[dict[str, Any
     return groups
 
 
+class _WeightAverage:
+    """An exponential moving average of the trained weights (and BatchNorm statistics).
+
+    Averaging the last few hundred steps' weights smooths the noise of small-batch training on
+    a small archive; the frozen text encoder is not tracked (it does not change). The decay
+    ramps up as ``(1 + step) / (10 + step)`` so early averages are not dominated by the
+    random initialisation.
+    """
+
+    def __init__(self, model: DualEncoder, decay: float) -> None:
+        self.decay = decay
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        trained |= {n for n, b in model.named_buffers() if b.dtype.is_floating_point}
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trained}
+
+    @torch.no_grad()
+    def update(self, model: DualEncoder, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        state = model.state_dict()
+        for k, v in self.shadow.items():
+            v.mul_(d).add_(state[k].detach(), alpha=1.0 - d)
+
+    def swap(self, model: DualEncoder) -> None:
+        """Exchange the model's weights with the averaged ones (call again to swap back)."""
+        state = model.state_dict()
+        live = {k: state[k].detach().clone() for k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        self.shadow = live
+
+
 def _lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -316,6 +346,7 @@ def train(
     )
     use_amp = o.mixed_precision and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    average = _WeightAverage(model, o.ema_decay) if o.ema_decay > 0 else None
 
     start_epoch, step, best_loss, best_epoch = 0, 0, math.inf, -1
     checkpoint = run_dir / CHECKPOINT
@@ -325,6 +356,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if average is not None and state.get("average") is not None:
+            average.shadow = state["average"]
         start_epoch, step = state["epoch"] + 1, state["step"]
         best_loss, best_epoch = state["best_dev_loss"], state["best_epoch"]
         torch.set_rng_state(state["torch_rng"])
@@ -376,6 +409,8 @@ def train(
             scaler.update()
             scheduler.step()
             step += 1
+            if average is not None:
+                average.update(model, step)
             seen += len(idx) * ctx.world_size
             losses.append(float(loss.detach()))
             rate = seen / max(1e-6, time.monotonic() - t0)
@@ -383,6 +418,8 @@ def train(
             if o.max_steps and step >= o.max_steps:
                 break
         bar.close()
+        if average is not None:  # the dev figures and best.pt are those of the average
+            average.swap(model)
         dev = (
             dev_metrics(model, dev_set, dev_ids, bank, tokenizer, ctx.device)
             if dev_ids
@@ -404,6 +441,8 @@ def train(
             best_loss, best_epoch = dev["dev_loss"], epoch + 1
             if ctx.is_main:
                 _save_atomic(model.state_dict(), run_dir / BEST)
+        if average is not None:
+            average.swap(model)
         if ctx.is_main:
             _append_log(run_dir, entry)
             _save_atomic(
@@ -418,6 +457,7 @@ def train(
                     "best_epoch": best_epoch,
                     "torch_rng": torch.get_rng_state(),
                     "python_rng": random.getstate(),
+                    "average": average.shadow if average is not None else None,
                 },
                 checkpoint,
             )
@@ -438,6 +478,8 @@ def train(
         )
     else:
         best_epoch = epoch_done
+        if average is not None:
+            average.swap(model)
     model.eval()
     return TrainResult(
         model=model,

@@ -201,6 +201,12 @@ def write_package_card(
                     if config.optim.select == "dev_loss"
                     else f"- No model selection: the weights after the last epoch "
                     f"({info['epochs']}), fixed in advance; dev labels were not used."
+                    + (
+                        f" The weights are an exponential moving average over the training "
+                        f"steps (decay {config.optim.ema_decay} per step)."
+                        if config.optim.ema_decay > 0
+                        else ""
+                    )
                 ),
             ],
         ),

@@ -33,11 +33,13 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, archive: Path
     assert checkpoint["epoch"] == 0 and checkpoint["step"] == 3
     resumed = train(config, tmp_path / "split", CPU, progress=False)
     assert resumed.epochs_run == 1
-    for (name, a), (_, b) in zip(
-        whole.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
-    ):
+    _assert_same_weights(whole.model, resumed.model)
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         # Adam moves near-zero gradients by about lr; float sums differ in the last bits.
-        assert torch.allclose(a, b, atol=1e-3), name
+        assert torch.allclose(x, y, atol=1e-3), name
 
 
 def test_bad_config_values_are_named(tmp_path: Path, archive: Path) -> None:
@@ -49,3 +51,28 @@ def test_bad_config_values_are_named(tmp_path: Path, archive: Path) -> None:
         load_train_config(write_train_config(tmp_path, archive, select='"best"'))
     with pytest.raises(TrainConfigError, match=r"optim\.colour"):
         load_train_config(write_train_config(tmp_path, archive, colour=1))
+
+
+def test_weight_average_becomes_the_model_and_resumes_exactly(
+    tmp_path: Path, archive: Path
+) -> None:
+    config = load_train_config(write_train_config(tmp_path, archive, epochs=2, ema_decay=0.5))
+    whole = train(config, tmp_path / "whole", CPU, progress=False)
+    live = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
+    averaged = live["average"]
+    # The returned model carries the averaged weights, which differ from the last step's.
+    state = whole.model.state_dict()
+    for name, value in averaged.items():
+        assert torch.equal(state[name], value), name
+    name = "image_projection.weight"
+    assert not torch.allclose(live["model"][name], averaged[name])
+
+    first = replace(config, optim=replace(config.optim, max_steps=3))
+    train(first, tmp_path / "split", CPU, progress=False)
+    resumed = train(config, tmp_path / "split", CPU, progress=False)
+    _assert_same_weights(whole.model, resumed.model)
+
+
+def test_weight_average_decay_is_checked(tmp_path: Path, archive: Path) -> None:
+    with pytest.raises(TrainConfigError, match=r"optim\.ema_decay"):
+        load_train_config(write_train_config(tmp_path, archive, ema_decay=1.0))
