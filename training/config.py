@@ -50,6 +50,11 @@ class OptimConfig:
     # >0: the package (and the dev figures of the log) use an exponential moving average of
     # the trained weights with this decay per step, not the last step's weights; 0: off.
     ema_decay: float = 0.0
+    # >0: before the contrastive training, a text encoder built from configuration is trained
+    # this many epochs with masked-language modelling on the training text + data.extra_text.
+    mlm_epochs: int = 0
+    mlm_lr: float = 5e-4
+    mlm_batch_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,13 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError(f"{file}: optim.select = {optim.select!r}: 'last' or 'dev_loss'")
     if not optim.lr > 0:
         raise TrainConfigError(f"{file}: optim.lr = {optim.lr}: must be > 0")
+    if optim.mlm_epochs and model.text.source != "scratch":
+        raise TrainConfigError(
+            f"{file}: optim.mlm_epochs = {optim.mlm_epochs}: masked-language pretraining is for "
+            "a text encoder built from configuration (text.source = 'scratch')"
+        )
+    if optim.mlm_epochs < 0 or optim.mlm_batch_size < 2:
+        raise TrainConfigError(f"{file}: optim.mlm_epochs >= 0 and optim.mlm_batch_size >= 2")
     if not 0.0 <= optim.ema_decay < 1.0:
         raise TrainConfigError(f"{file}: optim.ema_decay = {optim.ema_decay}: must be in [0, 1)")
     evaluate = raw.get("evaluate", {})

@@ -30,6 +30,7 @@ from training.config import TrainConfig
 from training.datasets import ImageSet, augment, load_images, text_views
 from training.distributed import DistContext, all_gather_with_grad, mean_over_ranks
 from training.loss import contrastive_loss
+from training.mlm import pretrain_mlm
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -67,11 +68,19 @@ def build_tokenizer(config: TrainConfig, texts: list[str], run_dir: Path) -> Tex
         folder = resolve_pretrained(config.model.text.pretrained)
         tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length)
     else:
-        corpus = list(texts)
-        for extra in config.data.extra_text:
-            corpus += _extra_corpus(extra)
-        tokenizer = train_wordpiece(corpus, config.model.text.vocab_size, max_length)
+        tokenizer = train_wordpiece(
+            text_corpus(config, texts), config.model.text.vocab_size, max_length
+        )
     return tokenizer
+
+
+def text_corpus(config: TrainConfig, texts: list[str]) -> list[str]:
+    """The free text a scratch encoder learns words from: the training texts, then the
+    text-only report collections of ``data.extra_text``."""
+    corpus = list(texts)
+    for extra in config.data.extra_text:
+        corpus += _extra_corpus(extra)
+    return corpus
 
 
 def _extra_corpus(path: Path) -> list[str]:
@@ -325,10 +334,24 @@ def train(
     train_view_ids = [[bank.index[t] for t in vs] for vs in train_views]
     dev_ids = [bank.index[vs[0]] for vs in dev_texts]
 
-    tokenizer = build_tokenizer(config, sorted({t for vs in train_views for t in vs}), run_dir)
+    train_texts = sorted({t for vs in train_views for t in vs})
+    tokenizer = build_tokenizer(config, train_texts, run_dir)
     if ctx.is_main:
         tokenizer.save(run_dir / TOKENIZER)
     model = DualEncoder(config.model, vocab_size=tokenizer.vocab_size).to(ctx.device)
+    checkpoint = run_dir / CHECKPOINT
+    if o.mlm_epochs and not checkpoint.is_file():  # a resumed run has these weights already
+        pretrain_mlm(
+            model.text_encoder,
+            tokenizer,
+            text_corpus(config, train_texts),
+            epochs=o.mlm_epochs,
+            batch_size=o.mlm_batch_size,
+            lr=o.mlm_lr,
+            seed=o.seed,
+            log_dir=run_dir if ctx.is_main else None,
+            progress=progress and ctx.is_main,
+        )
     if caches_text(config):
         bank.cache_features(
             model, tokenizer, ctx.device, cache_dir or run_dir.parent / "text-cache"
@@ -349,7 +372,6 @@ def train(
     average = _WeightAverage(model, o.ema_decay) if o.ema_decay > 0 else None
 
     start_epoch, step, best_loss, best_epoch = 0, 0, math.inf, -1
-    checkpoint = run_dir / CHECKPOINT
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
         model.load_state_dict(state["model"])

@@ -142,6 +142,8 @@ def write_package_card(
         layout = detect_layout(config.data.archive)
         layout_name, licence = layout.name, layout.licence
     text = config.model.text
+    extra = [p.name for p in config.data.extra_text]
+    extra_desc = f" and {', '.join(extra)} (text only)" if extra else ""
     text_desc = (
         f"pretrained `{text.pretrained}` (all-MiniLM-L6-v2, Apache-2.0), "
         + (
@@ -152,6 +154,13 @@ def write_package_card(
         if text.source == "pretrained"
         else f"BERT from configuration ({text.num_layers} layers, hidden {text.hidden_size}), "
         f"WordPiece vocabulary of {text.vocab_size} trained on the archive text"
+        + extra_desc
+        + (
+            f"; masked-language pretraining for {config.optim.mlm_epochs} epochs on the "
+            "training text" + extra_desc + " before the contrastive training"
+            if config.optim.mlm_epochs
+            else ""
+        )
     )
     img = config.model.image
     r = clean.get("retrieval", {})
@@ -175,7 +184,14 @@ def write_package_card(
                 "never used as training targets: they judge the zero-shot scores below.",
                 "- Text encoder: all-MiniLM-L6-v2, Apache-2.0 (sentence-transformers)."
                 if text.source == "pretrained"
-                else "- Text encoder trained from scratch on this archive's text.",
+                else "- Text encoder trained from scratch on this archive's text"
+                + (
+                    f" and on {', '.join(extra)} (text only"
+                    + ("; Open-i / NLM" if any("iu-xray" in e for e in extra) else "")
+                    + ")."
+                    if extra
+                    else "."
+                ),
             ],
         ),
         (

@@ -63,6 +63,13 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return int(self._tok.get_vocab_size())
 
+    def token_id(self, token: str) -> int:
+        """The id of a vocabulary entry (such as ``[CLS]``); :class:`TokenizerError` if absent."""
+        found = self._tok.token_to_id(token)
+        if found is None:
+            raise TokenizerError(f"the tokenizer has no {token!r}")
+        return int(found)
+
     def save(self, path: str | Path) -> None:
         self._tok.save(str(path))
 
