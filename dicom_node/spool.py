@@ -47,9 +47,11 @@ class Spool:
         The node's data directory; the spool and quarantine folders live under it.
     min_free_bytes
         New writes are refused with :class:`OutOfResourcesError` below this free space.
+    sync
+        ``store.spool_sync``: "auto", "sealed" or "portable" (see the module's text).
     """
 
-    def __init__(self, data_dir: Path, min_free_bytes: int) -> None:
+    def __init__(self, data_dir: Path, min_free_bytes: int, sync: str = "auto") -> None:
         self.data_dir = data_dir
         self.root = data_dir / "spool"
         self.quarantine_root = data_dir / "quarantine"
@@ -60,7 +62,12 @@ class Spool:
         self.quarantine_root.mkdir(parents=True, exist_ok=True)
         # Received instances: one flush each where files can be sealed (dicom_node.seal),
         # else the portable two (fdatasync the file, fsync its folder).
-        self.sealed = can_seal(self.incoming_dir)
+        self.sealed = sync != "portable" and can_seal(self.incoming_dir)
+        if sync == "sealed" and not self.sealed:
+            raise StorageError(
+                f"store.spool_sync is 'sealed' but the file system of {self.root} cannot keep "
+                "extended attributes (or syncfs is missing): use 'auto' or 'portable'"
+            )
         self._known_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
 

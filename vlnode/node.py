@@ -27,7 +27,11 @@ def _run_extra_listener(settings: Settings, stop: threading.Event | None = None)
     """Body of an extra listener process: same port, own engine, stops on SIGTERM."""
     configure_logging(settings.logging.level)
     engine = make_engine(settings.database_url)
-    spool = Spool(settings.store.data_dir, settings.node.min_free_disk_mb * 2**20)
+    spool = Spool(
+        settings.store.data_dir,
+        settings.node.min_free_disk_mb * 2**20,
+        settings.store.spool_sync,
+    )
     listener = Listener(settings, engine, spool)
     done = stop or threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -54,7 +58,11 @@ class Node:
         settings.store.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.database_url)
         upgrade_schema(self.engine)
-        self.spool = Spool(settings.store.data_dir, settings.node.min_free_disk_mb * 2**20)
+        self.spool = Spool(
+            settings.store.data_dir,
+            settings.node.min_free_disk_mb * 2**20,
+            settings.store.spool_sync,
+        )
         self.listener = Listener(settings, self.engine, self.spool)
         self.detector = StableStudyDetector(
             self.engine, settings.study.stable_seconds, settings.study.check_interval_seconds

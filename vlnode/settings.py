@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -96,6 +96,11 @@ class StoreSettings(_Frozen):
     # Empty: SQLite in the data directory. Otherwise an SQLAlchemy URL, e.g.
     # postgresql+psycopg://vlnode@localhost/vlnode
     database_url: str = ""
+    # How a received instance is made durable before it is acknowledged (dicom_node.seal):
+    # "sealed" one disk flush (syncfs), the file sealed with its size and CRC-32 in an extended
+    # attribute; "portable" two flushes (fdatasync the file, fsync its folder), for any file
+    # system; "auto" sealed where the spool's file system keeps extended attributes.
+    spool_sync: Literal["auto", "sealed", "portable"] = "auto"
 
     @field_validator("database_url")
     @classmethod
