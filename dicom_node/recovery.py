@@ -111,6 +111,6 @@ def _instance_from_file(path: Path, relative: Path) -> ReceivedInstance:
         file_path=str(relative),
         size_bytes=stat.st_size,
         received_at=dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC),
-        calling_ae_title="",  # not kept in the file; the association audit row has it
+        calling_ae_title=str(meta.get("SourceApplicationEntityTitle", "")).strip(),
         association_id=None,
     )

@@ -54,6 +54,25 @@ def test_chunked_reception_still_uses_the_factory_we_replace() -> None:
     assert "self._data_set_file.file.flush()" in decode
     scp = inspect.getsource(StorageServiceClass.SCP)
     assert "os.unlink(req._dataset_file.name)" in scp
+    # The File Meta Information goes through the two module functions we replace.
+    assert "write_file_meta_info(" in decode and "create_file_meta(" in decode
+    for keyword in ("sop_class_uid=", "sop_instance_uid=", "transfer_syntax="):
+        assert keyword in decode
+
+
+def test_send_msg_does_what_the_direct_store_response_repeats() -> None:
+    # Convert, announce EVT_DIMSE_SENT (we only skip it when no handler is bound), then hand
+    # each P-DATA to the DUL.
+    source = inspect.getsource(DIMSEServiceProvider.send_msg)
+    assert "evt.EVT_DIMSE_SENT" in source
+    assert "self.dul.send_pdu(pdata)" in source
+    assert "self.maximum_pdu_size" in source
+
+
+def test_pdus_are_read_through_the_socket_recv_we_replace() -> None:
+    source = inspect.getsource(DULServiceProvider._read_pdu_data)
+    assert "self.socket.recv(6)" in source
+    assert "self.socket.recv(pdu_length)" in source
 
 
 def test_request_handler_steps_are_the_ones_we_repeat() -> None:

@@ -80,8 +80,8 @@ def test_unrecorded_files_are_recorded_with_their_own_identifiers(tmp_path: Path
     assert report.recorded == 2
     assert report.unreadable == ["spool/not-dicom.dcm"]
     recovered = rows(engine)
-    # Same path and size as when received; the calling AE is not in the file (the audit row
-    # of the association has it).
+    # Same path and size as when received; the calling AE comes from the file meta's Source
+    # Application Entity Title, which these files (written by pydicom, not received) lack.
     assert {sop: row[:2] for sop, row in recovered.items()} == {
         sop: row[:2] for sop, row in before.items()
     }
