@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,8 +159,8 @@ def vlnode(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
         stop(process)
 
 
-Receiver = Callable[[Path, bool], "contextmanager[tuple[str, int]]"]
-RECEIVERS: dict[str, Callable[[Path, bool], object]] = {
+Receiver = Callable[[Path, bool], AbstractContextManager[tuple[str, int]]]
+RECEIVERS: dict[str, Receiver] = {
     "storescp": storescp,
     "orthanc": orthanc,
     "vlnode": vlnode,
@@ -230,7 +230,7 @@ def measure(
         for name, receiver in RECEIVERS.items():
             round_dir = work / f"{name}-{associations}-{round_number}"
             round_dir.mkdir()
-            with receiver(round_dir, associations > 1) as (ae, port):  # type: ignore[attr-defined]
+            with receiver(round_dir, associations > 1) as (ae, port):
                 settle()
                 times[name].append(send(files, ae, port, associations))
             shutil.rmtree(round_dir)

@@ -27,4 +27,5 @@ fi
 export VLNODE_REQUIRE_PEERS="${VLNODE_REQUIRE_PEERS:-1}"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 .venv/bin/python -m pytest "$@"
