@@ -52,6 +52,10 @@ class IncomingFile:
 
     That is ``name``, ``write`` and ``file.flush`` (called after every fragment), and
     ``close``. A file nobody took over (an aborted association) is removed when dropped.
+
+    A failed write (a full disk) does not raise: that would abort the whole association from
+    pynetdicom's network thread. The rest of the instance is dropped, ``failure`` keeps the
+    error, and the C-STORE handler answers with the status it calls for.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -60,18 +64,26 @@ class IncomingFile:
         self._written = 0
         self._flushed = 0
         self._sealer = Sealer()
+        self.failure: OSError | None = None
         self.file = self  # pynetdicom flushes through ``.file``
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.failure is not None:
+            return len(data)
         self._sealer.add(data)
         view = memoryview(data)
-        while view:
-            count = os.write(self._fd, view)
-            view = view[count:]
-            self._written += count
+        try:
+            while view:
+                count = os.write(self._fd, view)
+                view = view[count:]
+                self._written += count
+        except OSError as exc:
+            self.failure = exc
         return len(data)
 
     def flush(self) -> None:
+        if self.failure is not None:
+            return
         start_writeback(self._fd, self._flushed, self._written - self._flushed)
         self._flushed = self._written
         self._sealer.write(self._fd)

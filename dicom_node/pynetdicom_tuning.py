@@ -57,6 +57,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
 
 from dicom_node.encoding import FileMeta, c_store_response
+from dicom_node.incoming import IncomingFile
 from dicom_node.spool import Spool
 
 PINNED_VERSION = "3.0.4"
@@ -135,6 +136,13 @@ def _spool_or_system_temporary_file(*args: Any, **kwargs: Any) -> Any:
     if spool is None:
         return tempfile.NamedTemporaryFile(*args, **kwargs)
     return spool.new_incoming_file()
+
+
+def received_file_failure(request: Any) -> OSError | None:
+    """The error that stopped writing a C-STORE request's data set to the spool, if any."""
+    # The chunked reception keeps its file object on the request primitive.
+    incoming = getattr(request, "_dataset_file", None)
+    return incoming.failure if isinstance(incoming, IncomingFile) else None
 
 
 def _create_file_meta(

@@ -6,6 +6,7 @@ failure is a named DIMSE status, and unparsable data is quarantined with its rea
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +15,13 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from dicom_node import status
-from dicom_node.errors import InvalidInstanceError, ReceiveError, SopMismatchError, StorageError
+from dicom_node.errors import (
+    InvalidInstanceError,
+    OutOfResourcesError,
+    ReceiveError,
+    SopMismatchError,
+    StorageError,
+)
 from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_file_identifiers
 from dicom_node.spool import Spool
 from store import ingest
@@ -59,13 +66,17 @@ class StoreService:
         requested_sop_class: str,
         requested_sop_instance: str,
         tally: AssociationTally,
+        write_failure: OSError | None = None,
     ) -> int | Dataset:
         """Store one completely received Part 10 file; return the DIMSE status.
 
         ``received`` is the temporary file the data set was written to as it arrived (see
         dicom_node.incoming); it is given its final name, or quarantined, or dropped.
+        ``write_failure`` is the error that stopped writing it, if one did.
         """
         try:
+            if write_failure is not None:
+                raise _write_failure_error(write_failure)
             self.spool.check_free_space()
             ids = read_file_identifiers(received, transfer_syntax)
             ids = _reconcile_with_request(ids, requested_sop_class, requested_sop_instance)
@@ -167,6 +178,12 @@ class StoreService:
             )
         except Exception:
             log.exception("could not quarantine data for SOP Instance %s", requested_sop_instance)
+
+
+def _write_failure_error(failure: OSError) -> ReceiveError:
+    if failure.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutOfResourcesError(f"the spool's disk is full: {failure.strerror}")
+    return StorageError(f"cannot write the received data set: {failure.strerror or failure}")
 
 
 def _reconcile_with_request(

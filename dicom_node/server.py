@@ -16,7 +16,11 @@ from sqlalchemy import Engine
 
 from dicom_node import status
 from dicom_node.policy import AssociationPolicy
-from dicom_node.pynetdicom_tuning import EventDrivenRequestHandler, check_version
+from dicom_node.pynetdicom_tuning import (
+    EventDrivenRequestHandler,
+    check_version,
+    received_file_failure,
+)
 from dicom_node.receiver import AssociationTally, StoreService
 from dicom_node.spool import Spool
 from store import ingest
@@ -232,6 +236,7 @@ class Listener:
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),
             tally,
+            write_failure=received_file_failure(request),
         )
 
     def _tally(self, assoc: Any) -> AssociationTally:

@@ -54,6 +54,9 @@ def test_chunked_reception_still_uses_the_factory_we_replace() -> None:
     assert "self._data_set_file.file.flush()" in decode
     scp = inspect.getsource(StorageServiceClass.SCP)
     assert "os.unlink(req._dataset_file.name)" in scp
+    # The file object stays reachable from the request primitive (received_file_failure).
+    to_primitive = inspect.getsource(dimse_messages.DIMSEMessage.message_to_primitive)
+    assert "primitive._dataset_file = self._data_set_file" in to_primitive
     # The File Meta Information goes through the two module functions we replace.
     assert "write_file_meta_info(" in decode and "create_file_meta(" in decode
     for keyword in ("sop_class_uid=", "sop_instance_uid=", "transfer_syntax="):
