@@ -7,6 +7,7 @@ import socket
 import socketserver
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, _config, evt
@@ -15,6 +16,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from dicom_node import status
+from dicom_node.dispatch import ConnectionDispatcher, ConnectionReceiver, LoadBoard
 from dicom_node.policy import AssociationPolicy
 from dicom_node.pynetdicom_tuning import (
     EventDrivenRequestHandler,
@@ -42,24 +44,53 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
+@dataclass(frozen=True)
+class ListenerRole:
+    """Where a listener's connections come from when the node runs several listener processes.
+
+    The main process accepts and hands each connection out (``dispatcher``); an extra process
+    takes them from ``channel``. Each counts its open connections on the shared ``board``.
+    """
+
+    board: LoadBoard
+    index: int
+    dispatcher: ConnectionDispatcher | None = None
+    channel: socket.socket | None = None
+
+
 class TunedAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with the socket options a busy receiver needs.
 
-    * ``SO_REUSEPORT`` lets several listener processes share one port (the kernel spreads
-      connections), since one Python process is capped near one core by the GIL.
     * ``TCP_NODELAY`` on every accepted socket: without it a small PDU (a C-STORE response)
       can wait on Nagle's algorithm and the sender's delayed ACK, whatever the peer sets.
+    * With several listener processes (dicom_node.dispatch) the main process's server hands
+      each accepted connection to the least busy process, and an extra process's server has
+      no listening socket of its own: it serves the connections it is given.
     """
 
+    role: ListenerRole | None = None
+
+    @classmethod
+    def for_role(cls, role: ListenerRole | None) -> type[TunedAssociationServer]:
+        return type(cls.__name__, (cls,), {"role": role})
+
+    @property
+    def accepts(self) -> bool:
+        return self.role is None or self.role.channel is None
+
     def server_bind(self) -> None:
-        if hasattr(socket, "SO_REUSEPORT") and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.accepts:
+            super().server_bind()
+
+    def server_activate(self) -> None:
+        if self.accepts:
+            super().server_activate()
 
     def shutdown(self) -> None:
         # Built with ``AE.make_server`` rather than ``start_server``, so the AE does not list
         # it: stop serving and close the socket, leaving active associations to finish.
-        socketserver.BaseServer.shutdown(self)
+        if self.accepts:
+            socketserver.BaseServer.shutdown(self)
         self.server_close()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
@@ -67,12 +98,44 @@ class TunedAssociationServer(ThreadedAssociationServer):
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        dispatcher = self.role.dispatcher if self.role is not None else None
+        if dispatcher is None:
+            super().process_request(request, client_address)
+            return
+        dispatcher.dispatch(
+            request,
+            lambda: super(TunedAssociationServer, self).process_request(request, client_address),
+        )
+
+    def serve_connection(self, connection: socket.socket) -> None:
+        """Serve a connection accepted by the main process (extra listener processes)."""
+        try:
+            address = connection.getpeername()
+        except OSError:  # the peer went away meanwhile
+            connection.close()
+            self.connection_closed()
+            return
+        self.process_request(connection, address)
+
+    def connection_closed(self) -> None:
+        if self.role is not None:
+            self.role.board.add(self.role.index, -1)
+
 
 class Listener:
     """Owns the AE, its server thread and the per-association bookkeeping."""
 
-    def __init__(self, settings: Settings, engine: Engine, spool: Spool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        spool: Spool,
+        role: ListenerRole | None = None,
+    ) -> None:
         self.settings = settings
+        self.role = role
+        self._receiver: ConnectionReceiver | None = None
         self.engine = engine
         self.policy = AssociationPolicy(settings.node)
         self.service = StoreService(spool, engine)
@@ -111,16 +174,25 @@ class Listener:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
+        if self.role is not None:
+            handlers.append((evt.EVT_CONN_CLOSE, self._on_connection_closed))
         server = self.ae.make_server(
             (node.bind_address, node.port),
             evt_handlers=handlers,
-            server_class=TunedAssociationServer,
+            server_class=TunedAssociationServer.for_role(self.role),
             request_handler=EventDrivenRequestHandler.for_spool(self.service.spool),
         )
         assert isinstance(server, TunedAssociationServer)
-        thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
-        thread.start()
         self.server = server
+        if server.accepts:
+            thread = threading.Thread(
+                target=server.serve_forever, name="dicom-listener", daemon=True
+            )
+            thread.start()
+        else:
+            assert self.role is not None and self.role.channel is not None
+            self._receiver = ConnectionReceiver(self.role.channel, server.serve_connection)
+            self._receiver.start()
         log.info(
             "listening as %s on %s:%d; spool %s",
             node.ae_title,
@@ -133,6 +205,8 @@ class Listener:
 
     def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop accepting, let in-flight associations finish (up to the grace time)."""
+        if self._receiver is not None:
+            self._receiver.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server = None
@@ -147,7 +221,12 @@ class Listener:
         self.ae.shutdown()
 
     def active_associations(self) -> int:
-        return sum(1 for a in self.ae.active_associations if a.is_acceptor)
+        """Established associations of this process.
+
+        A connection still negotiating is not counted: one its peer closed before sending an
+        A-ASSOCIATE-RQ lingers until the ACSE timeout, and would hold up a graceful stop.
+        """
+        return sum(1 for a in self.ae.active_associations if a.is_acceptor and a.is_established)
 
     # -- event handlers ---------------------------------------------------------------------
 
@@ -223,6 +302,10 @@ class Listener:
             tally.duplicate,
             tally.failed,
         )
+
+    def _on_connection_closed(self, _event: Any) -> None:
+        if self.server is not None:
+            self.server.connection_closed()
 
     def _on_echo(self, event: Any) -> int:
         return status.SUCCESS

@@ -1,7 +1,8 @@
 """The embedded node (``vlnode serve``): listener and stable-study detection in one process.
 
 Past one machine the same pieces run as separate processes on a shared PostgreSQL; here they
-are threads, plus optional extra listener processes on the same port (SO_REUSEPORT).
+are threads, plus optional extra listener processes that serve connections this process
+accepts and hands them (dicom_node.dispatch).
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import socket
 import threading
+from multiprocessing.sharedctypes import SynchronizedArray
 from types import FrameType
+from typing import Any
 
+from dicom_node.dispatch import ConnectionDispatcher, LoadBoard
 from dicom_node.recovery import RunMarker, record_unrecorded_files
-from dicom_node.server import Listener
+from dicom_node.server import Listener, ListenerRole
 from dicom_node.spool import Spool
 from dicom_node.stable import StableStudyDetector
 from store.database import make_engine, upgrade_schema
@@ -23,8 +28,14 @@ from vlnode.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _run_extra_listener(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Body of an extra listener process: same port, own engine, stops on SIGTERM."""
+def _run_extra_listener(
+    settings: Settings,
+    index: int,
+    counts: SynchronizedArray[Any],
+    channel: socket.socket,
+    stop: threading.Event | None = None,
+) -> None:
+    """Body of an extra listener process: serves the connections the main process hands it."""
     configure_logging(settings.logging.level)
     engine = make_engine(settings.database_url)
     spool = Spool(
@@ -32,7 +43,9 @@ def _run_extra_listener(settings: Settings, stop: threading.Event | None = None)
         settings.node.min_free_disk_mb * 2**20,
         settings.store.spool_sync,
     )
-    listener = Listener(settings, engine, spool)
+    listener = Listener(
+        settings, engine, spool, ListenerRole(LoadBoard(counts), index, None, channel)
+    )
     done = stop or threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM
@@ -63,7 +76,18 @@ class Node:
             settings.node.min_free_disk_mb * 2**20,
             settings.store.spool_sync,
         )
-        self.listener = Listener(settings, self.engine, self.spool)
+        # Extra listener processes get their connections from this one (dicom_node.dispatch).
+        self._context = multiprocessing.get_context("spawn")
+        processes = settings.node.listener_processes
+        self._counts = self._context.Array("i", processes)
+        self._channels = [socket.socketpair(socket.AF_UNIX) for _ in range(processes - 1)]
+        role = None
+        if processes > 1:
+            dispatcher = ConnectionDispatcher(
+                LoadBoard(self._counts), [None, *(ours for ours, _ in self._channels)]
+            )
+            role = ListenerRole(LoadBoard(self._counts), 0, dispatcher, None)
+        self.listener = Listener(settings, self.engine, self.spool, role)
         self.detector = StableStudyDetector(
             self.engine, settings.study.stable_seconds, settings.study.check_interval_seconds
         )
@@ -91,14 +115,16 @@ class Node:
         requeued = requeue_interrupted_jobs(self.engine)
         if requeued:
             log.info("requeued %d job(s) left running by the previous run", requeued)
-        self.listener.start()
-        context = multiprocessing.get_context("spawn")
-        for index in range(1, self.settings.node.listener_processes):
-            child = context.Process(
-                target=_run_extra_listener, args=(self.settings,), name=f"listener-{index}"
+        for index, (_, theirs) in enumerate(self._channels, start=1):
+            child = self._context.Process(
+                target=_run_extra_listener,
+                args=(self.settings, index, self._counts, theirs),
+                name=f"listener-{index}",
             )
             child.start()
+            theirs.close()  # the child has its own descriptor now
             self._children.append(child)
+        self.listener.start()
         self.detector.start()
 
     def run_until_signalled(self) -> None:
@@ -119,6 +145,8 @@ class Node:
         self.listener.stop()
         for child in self._children:
             child.join(timeout=35)
+        for ours, _ in self._channels:
+            ours.close()
         self.detector.stop()
         self.engine.dispose()
         if any(child.is_alive() for child in self._children):

@@ -79,7 +79,8 @@ class NodeSettings(_Frozen):
     max_associations: int = Field(default=16, ge=1, le=1000)
     # Largest PDU we accept, in bytes; 0 means no limit. Large PDUs mean fewer Python calls.
     max_pdu: int = Field(default=4_194_304, ge=0)
-    # Listener processes sharing the port (SO_REUSEPORT); the GIL caps one process near one core.
+    # Listener processes; the GIL caps one process near one core. The main process accepts and
+    # hands each connection to the least busy one (dicom_node.dispatch).
     listener_processes: int = Field(default=1, ge=1, le=64)
     # Seconds without any PDU before an association is aborted.
     network_timeout: float = Field(default=60.0, gt=0)
