@@ -6,18 +6,21 @@ of them alike, and prints the median throughput of each and vlnode's ratios:
 
 * ``storescp`` writing to disk without fsync: the speed reference;
 * Orthanc (Debian) with its SQLite index and ``SyncStorageArea`` on: the durable peer;
-* ``vlnode serve``: durable (fdatasync + rename + folder fsync + row commit per instance).
+* ``vlnode serve`` with two listener processes: durable before each success status (the data
+  set written as it arrives, linked under its final name, one ``syncfs`` on a sealed spool or
+  ``fdatasync`` + folder ``fsync`` on a portable one, then the row commit).
 
 Then the same with 4 concurrent associations (aggregate throughput), and the durability
 floor: the same files written with vlnode's own durable steps and no network.
 
-Run: ``.venv/bin/python benchmarks/ingest.py [--rounds 5] [--slices 300]``.
+Run: ``.venv/bin/python benchmarks/ingest.py [--rounds 5] [--slices 300] [--spool-sync auto]``.
 Needs dcmtk and orthanc (scripts/setup.sh installs them).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -132,7 +135,7 @@ def orthanc(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def vlnode(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
+def vlnode(work: Path, fork: bool, spool_sync: str = "auto") -> Iterator[tuple[str, int]]:
     del fork
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLNODE_")}
@@ -140,6 +143,7 @@ def vlnode(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
         VLNODE_NODE__PORT=str(port),
         VLNODE_NODE__BIND_ADDRESS="127.0.0.1",
         VLNODE_NODE__LISTENER_PROCESSES="2",
+        VLNODE_STORE__SPOOL_SYNC=spool_sync,
         VLNODE_STORE__DATA_DIR=str(work / "vlnode-data"),
         VLNODE_LOGGING__LEVEL="WARNING",
         PYTHONPATH=str(REPO),
@@ -160,11 +164,14 @@ def vlnode(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
 
 
 Receiver = Callable[[Path, bool], AbstractContextManager[tuple[str, int]]]
-RECEIVERS: dict[str, Receiver] = {
-    "storescp": storescp,
-    "orthanc": orthanc,
-    "vlnode": vlnode,
-}
+
+
+def receivers(spool_sync: str) -> dict[str, Receiver]:
+    return {
+        "storescp": storescp,
+        "orthanc": orthanc,
+        "vlnode": functools.partial(vlnode, spool_sync=spool_sync),
+    }
 
 
 def send(files: list[Path], ae: str, port: int, associations: int) -> float:
@@ -187,7 +194,7 @@ def send(files: list[Path], ae: str, port: int, associations: int) -> float:
     return time.perf_counter() - start
 
 
-def durability_floor(files: list[Path], work: Path) -> float:
+def durability_floor(files: list[Path], work: Path, spool_sync: str) -> float:
     """vlnode's durable steps per file, no network: the same code as the C-STORE handler.
 
     Each file is written into the spool's incoming folder in 128 KB fragments with early
@@ -201,7 +208,7 @@ def durability_floor(files: list[Path], work: Path) -> float:
     data_dir = work / "floor"
     engine = make_engine(f"sqlite:///{data_dir / 'vlnode.db'}")
     upgrade_schema(engine)
-    service = StoreService(Spool(data_dir, 0), engine)
+    service = StoreService(Spool(data_dir, 0, spool_sync), engine)
     tally = AssociationTally(None, "FLOOR")
     contents = [path.read_bytes() for path in files]
     syntax = str(read_file_meta_info(files[0]).TransferSyntaxUID)
@@ -223,11 +230,12 @@ def durability_floor(files: list[Path], work: Path) -> float:
 
 
 def measure(
-    files: list[Path], work: Path, rounds: int, associations: int
+    files: list[Path], work: Path, rounds: int, associations: int, spool_sync: str
 ) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in RECEIVERS}
+    peers = receivers(spool_sync)
+    times: dict[str, list[float]] = {name: [] for name in peers}
     for round_number in range(rounds):
-        for name, receiver in RECEIVERS.items():
+        for name, receiver in peers.items():
             round_dir = work / f"{name}-{associations}-{round_number}"
             round_dir.mkdir()
             with receiver(round_dir, associations > 1) as (ae, port):
@@ -254,6 +262,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--associations", type=int, default=4)
+    parser.add_argument("--spool-sync", choices=["auto", "sealed", "portable"], default="auto")
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "Orthanc"):
         if shutil.which(tool) is None:
@@ -269,11 +278,12 @@ def main() -> int:
         print(f"series: {len(files)} files, {megabytes:.1f} MB; rounds: {args.rounds}")
         print(f"orthanc SyncStorageArea: {str(ORTHANC_SYNC_STORAGE_AREA).lower()} (fsync per file)")
         print("all dcmtk processes run with TCP_NODELAY=1")
-        one = measure(files, work, args.rounds, 1)
+        print(f"vlnode: 2 listener processes, store.spool_sync = {args.spool_sync}")
+        one = measure(files, work, args.rounds, 1, args.spool_sync)
         report("one association", one, megabytes)
-        many = measure(files, work, args.rounds, args.associations)
+        many = measure(files, work, args.rounds, args.associations, args.spool_sync)
         report(f"{args.associations} concurrent associations (aggregate)", many, megabytes)
-        floors = [durability_floor(files, work) for _ in range(3)]
+        floors = [durability_floor(files, work, args.spool_sync) for _ in range(3)]
         print(f"\nfloor: {statistics.median(floors):.2f} s  (vlnode's durable steps, no network)")
     return 0
 
