@@ -145,7 +145,13 @@ negative = ["no nodule"]
 def write_train_config(root: Path, archive: Path, **optim: object) -> Path:
     (root / "tiny.toml").write_text(TINY_MODEL, encoding="utf-8")
     (root / "catalogue.toml").write_text(CATALOGUE, encoding="utf-8")
-    settings = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "num_threads": 1}
+    settings: dict[str, object] = {
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "num_threads": 1,
+    }
     settings.update(optim)
     lines = [
         'name = "synthetic-tiny"',

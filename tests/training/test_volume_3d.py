@@ -12,7 +12,7 @@ import pytest
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tests.dicom_factory import ct_slice
 from training.archive import read_archive
@@ -23,7 +23,7 @@ from training.package import write_package
 from training.workflow import evaluate_package
 
 CPU = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
 
 MODEL = """
 embed_dim = 16
