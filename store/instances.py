@@ -24,6 +24,10 @@ def _dialect_insert(bind: Connection | Engine) -> Any:
     return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
+# Ids of rows inserted in the open transaction: (cache, UID, id), cached once it commits.
+_Learned = list[tuple[dict[str, int], str, int]]
+
+
 class InstanceIndex:
     """Records instances; thread-safe, one per process and engine."""
 
@@ -49,7 +53,7 @@ class InstanceIndex:
         For a new instance the study's ``last_received_at`` moves forward in the same
         transaction, re-opening a study that was ready.
         """
-        learned: list[tuple[dict[str, int], str, int]] = []
+        learned: _Learned = []
         with self.engine.begin() as conn:
             study_id = self._study_id(conn, item, learned)
             series_id = self._series_id(conn, item, study_id, learned)
@@ -77,54 +81,52 @@ class InstanceIndex:
                 cache[uid] = row_id
         return new
 
-    def _study_id(
-        self,
-        conn: Connection,
-        item: ReceivedInstance,
-        learned: list[tuple[dict[str, int], str, int]],
-    ) -> int:
-        cached = self._study_ids.get(item.study_instance_uid)
-        if cached is not None:
-            return cached
-        conn.execute(
-            _dialect_insert(conn)(Study)
-            .values(
-                study_instance_uid=item.study_instance_uid,
-                first_received_at=item.received_at,
-                last_received_at=item.received_at,
-            )
-            .on_conflict_do_nothing()
+    def _study_id(self, conn: Connection, item: ReceivedInstance, learned: _Learned) -> int:
+        return self._row_id(
+            conn,
+            self._study_ids,
+            Study,
+            Study.study_instance_uid,
+            item.study_instance_uid,
+            {"first_received_at": item.received_at, "last_received_at": item.received_at},
+            learned,
         )
-        study_id: int = conn.execute(
-            select(Study.id).where(Study.study_instance_uid == item.study_instance_uid)
-        ).scalar_one()
-        learned.append((self._study_ids, item.study_instance_uid, study_id))
-        return study_id
 
     def _series_id(
-        self,
-        conn: Connection,
-        item: ReceivedInstance,
-        study_id: int,
-        learned: list[tuple[dict[str, int], str, int]],
+        self, conn: Connection, item: ReceivedInstance, study_id: int, learned: _Learned
     ) -> int:
-        cached = self._series_ids.get(item.series_instance_uid)
+        return self._row_id(
+            conn,
+            self._series_ids,
+            Series,
+            Series.series_instance_uid,
+            item.series_instance_uid,
+            {"study_id": study_id, "modality": item.modality},
+            learned,
+        )
+
+    @staticmethod
+    def _row_id(
+        conn: Connection,
+        cache: dict[str, int],
+        table: Any,
+        uid_column: Any,
+        uid: str,
+        values: dict[str, Any],
+        learned: _Learned,
+    ) -> int:
+        """The id of the row with this UID (cached), inserting it with ``values`` if new."""
+        cached = cache.get(uid)
         if cached is not None:
             return cached
         conn.execute(
-            _dialect_insert(conn)(Series)
-            .values(
-                study_id=study_id,
-                series_instance_uid=item.series_instance_uid,
-                modality=item.modality,
-            )
+            _dialect_insert(conn)(table)
+            .values({uid_column.key: uid, **values})
             .on_conflict_do_nothing()
         )
-        series_id: int = conn.execute(
-            select(Series.id).where(Series.series_instance_uid == item.series_instance_uid)
-        ).scalar_one()
-        learned.append((self._series_ids, item.series_instance_uid, series_id))
-        return series_id
+        row_id: int = conn.execute(select(table.id).where(uid_column == uid)).scalar_one()
+        learned.append((cache, uid, row_id))
+        return row_id
 
 
 def instance_path(engine: Engine, sop_instance_uid: str) -> str | None:
