@@ -55,6 +55,14 @@ class OptimConfig:
     mlm_epochs: int = 0
     mlm_lr: float = 5e-4
     mlm_batch_size: int = 64
+    # >0: beside the image-text loss, a SimCLR image-image loss (this weight) between two
+    # augmented views of each training image, through its own projection head (training
+    # only; the package does not keep it), at a fixed temperature; both views are augmented
+    # at ``image_image_augment`` times the usual ranges. More signal per image for small
+    # archives (SLIP's idea).
+    image_image_weight: float = 0.0
+    image_image_temperature: float = 0.1
+    image_image_augment: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,14 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError(f"{file}: optim.mlm_epochs >= 0 and optim.mlm_batch_size >= 2")
     if not 0.0 <= optim.ema_decay < 1.0:
         raise TrainConfigError(f"{file}: optim.ema_decay = {optim.ema_decay}: must be in [0, 1)")
+    if optim.image_image_weight < 0 or not optim.image_image_temperature > 0:
+        raise TrainConfigError(
+            f"{file}: optim.image_image_weight must be >= 0 and optim.image_image_temperature > 0"
+        )
+    if optim.image_image_weight > 0 and not 0 < optim.image_image_augment <= 3:
+        raise TrainConfigError(
+            f"{file}: optim.image_image_augment = {optim.image_image_augment}: must be in (0, 3]"
+        )
     evaluate = raw.get("evaluate", {})
     probe = evaluate.get("probe", []) if isinstance(evaluate, dict) else None
     if not isinstance(probe, list) or not all(isinstance(c, str) for c in probe):

@@ -82,14 +82,23 @@ def text_views(record: ArchiveRecord, views: Sequence[Sequence[str]]) -> tuple[s
     return tuple(out)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random affine (scale 0.85-1.15, rotation ±10°, shift ±8%) and contrast jitter, 2D or 3D."""
+def augment(
+    images: torch.Tensor, generator: torch.Generator, strength: float = 1.0
+) -> torch.Tensor:
+    """Random affine and contrast jitter, 2D or 3D.
+
+    At ``strength`` 1: scale 0.85-1.15, rotation ±10°, shift ±8%, contrast 0.8-1.2, brightness
+    ±0.1; every range grows in proportion to ``strength`` (0 < strength <= 3), which the
+    image-image views of ``optim.image_image_weight`` use to make their task harder.
+    """
+    if not 0.0 < strength <= 3.0:
+        raise ValueError(f"augmentation strength {strength}: must be in (0, 3]")
     n, spatial = images.shape[0], images.ndim - 2
     g = generator
-    scale = 1.0 / (0.85 + 0.3 * torch.rand(n, generator=g))
-    shift = (torch.rand(n, spatial, generator=g) - 0.5) * 0.16
+    scale = 1.0 / (1.0 - 0.15 * strength + 0.3 * strength * torch.rand(n, generator=g))
+    shift = (torch.rand(n, spatial, generator=g) - 0.5) * 0.16 * strength
     theta = torch.zeros(n, spatial, spatial + 1)
-    angle = (torch.rand(n, generator=g) - 0.5) * (20.0 * torch.pi / 180.0)
+    angle = (torch.rand(n, generator=g) - 0.5) * (20.0 * strength * torch.pi / 180.0)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
     if spatial == 3:
@@ -99,6 +108,8 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     x = torch.nn.functional.grid_sample(x + 1.0, grid, align_corners=False, padding_mode="zeros")
     x = x - 1.0  # padding is background (-1)
-    contrast = (0.8 + 0.4 * torch.rand(n, generator=g)).view(n, *([1] * (x.ndim - 1)))
-    brightness = ((torch.rand(n, generator=g) - 0.5) * 0.2).view_as(contrast)
+    contrast = (1.0 - 0.2 * strength + 0.4 * strength * torch.rand(n, generator=g)).view(
+        n, *([1] * (x.ndim - 1))
+    )
+    brightness = ((torch.rand(n, generator=g) - 0.5) * 0.2 * strength).view_as(contrast)
     return (x * contrast + brightness).clamp(-1.0, 1.0)

@@ -22,14 +22,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from inference.models.dual_encoder import DualEncoder
+from inference.models.dual_encoder import DualEncoder, projection_head
 from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_wordpiece
 from training.archive import ArchiveRecord, ReadSummary, read_archive
 from training.config import TrainConfig
 from training.datasets import ImageSet, augment, load_images, text_views
 from training.distributed import DistContext, all_gather_with_grad, mean_over_ranks
-from training.loss import contrastive_loss
+from training.loss import contrastive_loss, image_image_loss
 from training.mlm import pretrain_mlm
 
 CHECKPOINT = "checkpoint.pt"
@@ -356,12 +357,26 @@ def train(
         bank.cache_features(
             model, tokenizer, ctx.device, cache_dir or run_dir.parent / "text-cache"
         )
+    # SimCLR's projection head for the image-image loss: trained beside the model, kept in
+    # the checkpoint, left out of the package (the shared space is the image-text one).
+    ssl_head = (
+        projection_head(
+            config.model.image.feature_dim, config.model.embed_dim, config.model.image.feature_dim
+        ).to(ctx.device)
+        if o.image_image_weight > 0
+        else None
+    )
+    trained = torch.nn.ModuleList([model] + ([ssl_head] if ssl_head is not None else []))
     # Under torchrun every rank holds the whole model; gradients are averaged by hand after the
     # backward pass (the loss already spans every rank's embeddings through the gather).
     if ctx.world_size > 1:
-        for p in model.parameters():
+        for p in trained.parameters():
             torch.distributed.broadcast(p.data, src=0)
-    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    param_groups = _param_groups(model, config)
+    if ssl_head is not None:
+        head_params = list(ssl_head.parameters())
+        param_groups.append({"params": head_params, "weight_decay": o.weight_decay})
+    optimizer = torch.optim.AdamW(param_groups, lr=o.lr)
     steps_per_epoch = len(train_set.records) // (o.batch_size * ctx.world_size)
     total_steps = steps_per_epoch * o.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -375,6 +390,8 @@ def train(
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
         model.load_state_dict(state["model"])
+        if ssl_head is not None:
+            ssl_head.load_state_dict(state["ssl_head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -406,13 +423,17 @@ def train(
         )
         for b in bar:
             idx = perm[b * o.batch_size : (b + 1) * o.batch_size]
-            images = train_set.images[idx]
-            if o.augment:
-                images = augment(images, gen)
+            raw = train_set.images[idx]
+            images = augment(raw, gen) if o.augment else raw
+            if ssl_head is not None:  # the image-image pair: two harder views of each image
+                strength = o.image_image_augment
+                pair = torch.cat([augment(raw, gen, strength), augment(raw, gen, strength)])
+                images = torch.cat([images, pair])
             images = images.float().to(ctx.device, non_blocking=True)
             ids = [rng.choice(train_view_ids[i]) for i in idx]
             with torch.autocast(ctx.device.type, enabled=use_amp):
-                img = model.encode_image(images)
+                feats = model.image_encoder(images)
+                img = model.project_image(feats[: len(idx)])
                 txt = _encode_texts(model, bank, ids, tokenizer, ctx.device)
                 groups = torch.tensor(ids, device=ctx.device)
                 loss = contrastive_loss(
@@ -421,12 +442,19 @@ def train(
                     model.scale(),
                     all_gather_with_grad(groups, ctx) if ctx.world_size > 1 else groups,
                 )
+                if ssl_head is not None:
+                    pair_emb = F.normalize(ssl_head(feats[len(idx) :]).float(), dim=-1)
+                    loss = loss + o.image_image_weight * image_image_loss(
+                        all_gather_with_grad(pair_emb[: len(idx)], ctx),
+                        all_gather_with_grad(pair_emb[len(idx) :], ctx),
+                        o.image_image_temperature,
+                    )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if ctx.world_size > 1:
-                _all_reduce_grads(model, ctx)
+                _all_reduce_grads(trained, ctx)
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), 5.0)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -470,6 +498,7 @@ def train(
             _save_atomic(
                 {
                     "model": model.state_dict(),
+                    "ssl_head": ssl_head.state_dict() if ssl_head is not None else None,
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
@@ -516,7 +545,7 @@ def train(
     )
 
 
-def _all_reduce_grads(model: DualEncoder, ctx: DistContext) -> None:
+def _all_reduce_grads(model: torch.nn.Module, ctx: DistContext) -> None:
     """Average gradients over ranks (the loss already saw every rank's embeddings)."""
     for p in model.parameters():
         if p.grad is not None:

@@ -43,3 +43,31 @@ def contrastive_loss(
     loss_i = -torch.logsumexp(log_p_i, dim=1).mean()
     loss_t = -torch.logsumexp(log_p_t, dim=1).mean()
     return (loss_i + loss_t) / 2
+
+
+def image_image_loss(
+    view_a: torch.Tensor, view_b: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """SimCLR's NT-Xent loss between two augmented views of the same images.
+
+    Each of the ``2B`` embeddings has its other view as the positive and the remaining
+    ``2B - 2`` embeddings of both views as negatives (unlike :func:`contrastive_loss`, whose
+    negatives come from the other modality only), at a fixed ``temperature``.
+
+    Parameters
+    ----------
+    view_a, view_b:
+        ``[B, D]`` unit-norm embeddings; row ``i`` of each comes from image ``i``.
+    """
+    if view_a.shape != view_b.shape or view_a.ndim != 2 or view_a.shape[0] < 2:
+        raise ValueError(
+            f"views must both be [batch >= 2, dim]; got {tuple(view_a.shape)} and "
+            f"{tuple(view_b.shape)}"
+        )
+    n = view_a.shape[0]
+    z = torch.cat([view_a, view_b])
+    logits = (z @ z.t()) / temperature
+    self_mask = torch.eye(2 * n, device=z.device, dtype=torch.bool)
+    logits = logits.masked_fill(self_mask, torch.finfo(logits.dtype).min)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, target)

@@ -47,7 +47,11 @@ class DualEncoder(nn.Module):
         )
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
+        return self.project_image(self.image_encoder(images))
+
+    def project_image(self, features: torch.Tensor) -> torch.Tensor:
+        """Image-encoder features to the shared space (unit norm)."""
+        return F.normalize(self.image_projection(features), dim=-1)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled text-encoder output before projection (cached when the encoder is frozen)."""

@@ -76,3 +76,39 @@ def test_weight_average_becomes_the_model_and_resumes_exactly(
 def test_weight_average_decay_is_checked(tmp_path: Path, archive: Path) -> None:
     with pytest.raises(TrainConfigError, match=r"optim\.ema_decay"):
         load_train_config(write_train_config(tmp_path, archive, ema_decay=1.0))
+
+
+def test_image_image_loss_trains_its_head_and_resumes_exactly(
+    tmp_path: Path, archive: Path
+) -> None:
+    plain = load_train_config(write_train_config(tmp_path, archive, epochs=2))
+    config = load_train_config(
+        write_train_config(tmp_path, archive, epochs=2, image_image_weight=1.0)
+    )
+    without = train(plain, tmp_path / "plain", CPU, progress=False)
+    whole = train(config, tmp_path / "whole", CPU, progress=False)
+    saved = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)
+    head = saved["ssl_head"]
+    assert head is not None and saved["optimizer"]["param_groups"][-1]["params"]
+    # The head is the training's own: the model (and so the package) has no such weights.
+    assert not any(k.startswith("ssl") for k in whole.model.state_dict())
+    # The extra loss changes what the image encoder learns.
+    name = "image_encoder.net.conv1.weight"
+    assert not torch.allclose(without.model.state_dict()[name], whole.model.state_dict()[name])
+
+    first = replace(config, optim=replace(config.optim, max_steps=3))
+    train(first, tmp_path / "split", CPU, progress=False)
+    resumed = train(config, tmp_path / "split", CPU, progress=False)
+    _assert_same_weights(whole.model, resumed.model)
+    again = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["ssl_head"]
+    for key, value in head.items():
+        assert torch.allclose(value, again[key], atol=1e-3), key
+
+
+def test_image_image_settings_are_checked(tmp_path: Path, archive: Path) -> None:
+    with pytest.raises(TrainConfigError, match=r"optim\.image_image_weight"):
+        load_train_config(write_train_config(tmp_path, archive, image_image_weight=-1.0))
+    with pytest.raises(TrainConfigError, match=r"optim\.image_image_augment"):
+        load_train_config(
+            write_train_config(tmp_path, archive, image_image_weight=1.0, image_image_augment=4)
+        )

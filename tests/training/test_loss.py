@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.loss import contrastive_loss
+from training.loss import contrastive_loss, image_image_loss
 
 
 def test_aligned_pairs_have_lower_loss_than_shuffled() -> None:
@@ -47,3 +47,23 @@ def test_gradient_reaches_the_temperature() -> None:
     logit_scale = torch.tensor(2.0, requires_grad=True)
     contrastive_loss(emb, emb.roll(1, 0), logit_scale.exp()).backward()  # type: ignore[no-untyped-call]
     assert logit_scale.grad is not None and float(logit_scale.grad) != 0.0
+
+
+def test_image_image_loss_rewards_matching_views() -> None:
+    torch.manual_seed(2)
+    a = F.normalize(torch.randn(8, 16), dim=-1)
+    noisy = F.normalize(a + 0.05 * torch.randn(8, 16), dim=-1)
+    matched = image_image_loss(a, noisy, 0.1)
+    shuffled = image_image_loss(a, noisy.roll(1, 0), 0.1)
+    assert matched < shuffled
+    assert float(matched) < 0.1
+
+
+def test_image_image_loss_counts_same_view_negatives() -> None:
+    # Views that agree perfectly but collapse every image to one point: a cross-view-only
+    # loss would be log(B); NT-Xent also sees the same-view copies, log(2B - 1).
+    z = F.normalize(torch.ones(4, 3), dim=-1)
+    loss = image_image_loss(z, z.clone(), 0.5)
+    assert float(loss) == pytest.approx(math.log(7), rel=1e-4)
+    with pytest.raises(ValueError, match="views"):
+        image_image_loss(z, z[:3], 0.5)
