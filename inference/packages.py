@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from inference.models.config import DualEncoderConfig
-from inference.models.dual_encoder import DualEncoder
+from inference.models.ensemble import FindingsNetwork, build_dual_encoder
 from inference.models.text_encoder import file_sha256, pretrained_weights_hash
 from inference.models.tokenizer import TextTokenizer
 from inference.zero_shot.catalogue import FindingCatalogue, load_catalogue
@@ -76,7 +76,7 @@ class Manifest:
 class FindingsModel:
     """A loaded findings package: network (eval mode), tokenizer, catalogue, manifest."""
 
-    model: DualEncoder
+    model: FindingsNetwork
     tokenizer: TextTokenizer
     catalogue: FindingCatalogue
     manifest: Manifest
@@ -161,7 +161,7 @@ def load_findings_package(
     manifest = verify_package(folder) if verify else read_manifest(folder)
     config = DualEncoderConfig.from_file(folder / CONFIG)
     tokenizer = TextTokenizer.from_file(folder / TOKENIZER, config.text.max_length)
-    model = DualEncoder(config, vocab_size=tokenizer.vocab_size)
+    model = build_dual_encoder(config, vocab_size=tokenizer.vocab_size)
     state = load_file(str(folder / WEIGHTS))
     reference = manifest.text_encoder_reference
     if reference is not None:
@@ -172,7 +172,8 @@ def load_findings_package(
                 f"{reference['pretrained']!r} differs from the one it was trained with"
             )
     missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed_missing = {k for k in missing if k.startswith("text_encoder.bert.") and reference}
+    # An ensemble's keys carry a member prefix ("members.0.text_encoder.bert...").
+    allowed_missing = {k for k in missing if ".text_encoder.bert." in f".{k}" and reference}
     if set(missing) - allowed_missing or unexpected:
         raise PackageError(
             f"package {folder}: weights do not fit the configuration "

@@ -16,7 +16,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.models.dual_encoder import DualEncoder, projection_head
+from inference.models.ensemble import DualEncoderEnsemble, FindingsNetwork
 from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_wordpiece
 from training.archive import ArchiveRecord, ReadSummary, read_archive
 from training.config import TrainConfig
@@ -42,7 +43,7 @@ TOKENIZER = "tokenizer.json"
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: DualEncoder
+    model: FindingsNetwork
     tokenizer: TextTokenizer
     run_dir: Path
     best_epoch: int
@@ -303,6 +304,8 @@ def train(
     """
     from tqdm import tqdm
 
+    if config.model.members > 1:
+        return _train_members(config, run_dir, ctx, progress, cache_dir)
     started = time.monotonic()
     o = config.optim
     torch.set_num_threads(o.num_threads)
@@ -542,6 +545,36 @@ def train(
         seconds=time.monotonic() - started,
         summary=tuple(summaries),
         train_records=len(train_set.records),
+    )
+
+
+def _train_members(
+    config: TrainConfig, run_dir: Path, ctx: DistContext, progress: bool, cache_dir: Path | None
+) -> TrainResult:
+    """An ensemble: member ``i`` is exactly the single run of the same configuration with seed
+    ``optim.seed + i``, trained in ``run_dir/member-<i>`` (each checkpoints and resumes on its
+    own), one after the other."""
+    single = replace(config, model=replace(config.model, members=1))
+    results: list[TrainResult] = []
+    for i in range(config.model.members):
+        if progress and ctx.is_main:
+            print(f"ensemble member {i + 1}/{config.model.members}", flush=True)
+        member = replace(single, optim=replace(config.optim, seed=config.optim.seed + i))
+        cache = cache_dir or run_dir.parent / "text-cache"
+        results.append(train(member, run_dir / f"member-{i}", ctx, progress, cache))
+    models = [r.model for r in results if isinstance(r.model, DualEncoder)]
+    ensemble = DualEncoderEnsemble(config.model, members=models).eval()
+    first = results[0]
+    return TrainResult(
+        model=ensemble,
+        tokenizer=first.tokenizer,
+        run_dir=run_dir,
+        best_epoch=first.best_epoch,
+        best_dev_loss=min(r.best_dev_loss for r in results),
+        epochs_run=sum(r.epochs_run for r in results),
+        seconds=sum(r.seconds for r in results),
+        summary=first.summary,
+        train_records=first.train_records,
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from inference.models.dual_encoder import DualEncoder
+from inference.models.ensemble import FindingsNetwork
 from inference.models.text_encoder import file_sha256, pretrained_weights_hash
 from inference.models.tokenizer import TextTokenizer
 from inference.packages import (
@@ -48,7 +49,7 @@ def write_package(
     name: str,
     version: str,
     task: str,
-    model: DualEncoder,
+    model: FindingsNetwork,
     tokenizer: TextTokenizer,
     catalogue: Path,
     extra: dict[str, Any] | None = None,
@@ -85,7 +86,8 @@ def write_package(
         state = {
             k: v
             for k, v in state.items()
-            if not k.startswith("text_encoder.bert.") or k.startswith(trained)
+            if not _member_key(k).startswith("text_encoder.bert.")
+            or _member_key(k).startswith(trained)
         }
     save_file(state, str(tmp / WEIGHTS))
     (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -106,3 +108,8 @@ def write_package(
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp.replace(destination)  # onto the empty reserved folder, if any
     return manifest
+
+
+def _member_key(key: str) -> str:
+    """A weight's name without an ensemble member's prefix (``members.<i>.``)."""
+    return re.sub(r"^members\.\d+\.", "", key)

@@ -202,6 +202,21 @@ def write_package_card(
                 f"{list(img.widths)}, first stride {img.conv1_t_stride}).",
                 f"- Text encoder: {text_desc}.",
                 f"- Shared embedding: {config.model.embed_dim} dimensions; learnable temperature.",
+                *(
+                    [
+                        f"- Ensemble of {config.model.members} such dual encoders, trained one "
+                        f"after the other by the same command with seeds {info['seed']} to "
+                        f"{info['seed'] + config.model.members - 1} (each exactly the single run "
+                        "of that seed); the frozen text encoder is shared. The embedding is the "
+                        "members' unit embeddings side by side divided by the square root of "
+                        "their number, so a similarity is the mean of the members' similarities; "
+                        "zero-shot logits use their mean temperature. The linear probe reads the "
+                        "members' image features side by side, against as many random encoders "
+                        "per initialisation."
+                    ]
+                    if config.model.members > 1
+                    else []
+                ),
                 f"- Content hash: `{manifest['content_hash']}`.",
             ],
         ),
@@ -315,7 +330,7 @@ def probe_package(
         classes = tuple(sorted(v for v, n in counts.items() if n >= min_eval_per_class))
         tasks.append(ProbeTask(column=column, classes=classes))
     result = run_probe(
-        model.model.image_encoder,
+        model.model.image_encoders,
         train_set.images,
         train_set.records,
         test_set.images,

@@ -115,9 +115,13 @@ class DualEncoderConfig:
     projection_hidden: int = 0  # 0: a linear projection; n: a two-layer MLP with n hidden units
     init_temperature: float = 0.07
     learn_temperature: bool = True
+    # >1: an ensemble of this many dual encoders, trained alike from consecutive seeds, whose
+    # similarities are averaged (inference.models.ensemble).
+    members: int = 1
 
     def __post_init__(self) -> None:
         _positive("embed_dim", self.embed_dim)
+        _positive("members", self.members)
         if self.projection_hidden < 0:
             raise ModelConfigError(f"projection_hidden = {self.projection_hidden}: must be >= 0")
         if not 0.001 <= self.init_temperature <= 1.0:
@@ -156,6 +160,7 @@ class _TopLevel:
     projection_hidden: int = 0
     init_temperature: float = 0.07
     learn_temperature: bool = True
+    members: int = 1
 
 
 T = TypeVar("T")

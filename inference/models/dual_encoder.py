@@ -30,11 +30,21 @@ def projection_head(in_dim: int, out_dim: int, hidden: int) -> nn.Module:
 class DualEncoder(nn.Module):
     """Embeds images and texts into one unit-norm space of ``embed_dim`` dimensions."""
 
-    def __init__(self, config: DualEncoderConfig, vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        config: DualEncoderConfig,
+        vocab_size: int | None = None,
+        text_encoder: TextEncoder | None = None,
+    ) -> None:
+        """``text_encoder``: an existing (frozen) one to share, as ensemble members do."""
         super().__init__()
+        if config.members != 1:
+            raise ValueError(
+                f"members = {config.members}: build an ensemble with DualEncoderEnsemble"
+            )
         self.config = config
         self.image_encoder = ImageEncoder(config.image)
-        self.text_encoder = TextEncoder(config.text, vocab_size=vocab_size)
+        self.text_encoder = text_encoder or TextEncoder(config.text, vocab_size=vocab_size)
         self.image_projection = projection_head(
             config.image.feature_dim, config.embed_dim, config.projection_hidden
         )
@@ -63,6 +73,11 @@ class DualEncoder(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.project_text(self.text_features(input_ids, attention_mask))
+
+    @property
+    def image_encoders(self) -> list[ImageEncoder]:
+        """The image towers whose features the linear probe reads (one here)."""
+        return [self.image_encoder]
 
     def scale(self) -> torch.Tensor:
         """The logit scale ``1 / temperature``, clamped at 100."""

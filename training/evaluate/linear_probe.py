@@ -3,12 +3,14 @@
 The protocol is fixed before any result is seen:
 
 * features: the image encoder's output (before the projection), BatchNorm in eval mode, for
-  the probe's training split and the evaluation split;
+  the probe's training split and the evaluation split (an ensemble's members' features side by
+  side);
 * probe: multinomial logistic regression on standardised features, ``C = 1.0`` (fixed, not
   tuned), at each label fraction (default 10% and 100%), on 5 fixed label subsets (seeds
   0..4, stratified so every class appears; 100% is one subset: all labels);
-* reference: the same architecture from 5 random initialisations (seeds 0..4), each probed
-  the same way (random init ``i`` pairs with label subset ``i``);
+* reference: the same architecture from 5 random initialisations (seeds 0..4; an ensemble of
+  K members: K encoders per initialisation, seeds ``i + 5 j``), each probed the same way
+  (random init ``i`` pairs with label subset ``i``);
 * figure: macro one-vs-rest AUC on the evaluation split; the pretrained-minus-random
   difference with a paired case-level bootstrap interval over the evaluation images (the same
   resampled images for both), and the spread of the difference over label subsets beside it.
@@ -44,10 +46,14 @@ class ProbeTask:
 
 
 @torch.no_grad()
-def encoder_features(encoder: ImageEncoder, images: torch.Tensor) -> np.ndarray:
-    encoder.eval()
-    out = [encoder(images[i : i + 64].float()).double() for i in range(0, images.shape[0], 64)]
-    return torch.cat(out).numpy()
+def encoder_features(encoders: Sequence[ImageEncoder], images: torch.Tensor) -> np.ndarray:
+    """The encoders' features of every image, side by side (one encoder: its own)."""
+    parts = []
+    for encoder in encoders:
+        encoder.eval()
+        out = [encoder(images[i : i + 64].float()).double() for i in range(0, len(images), 64)]
+        parts.append(torch.cat(out))
+    return torch.cat(parts, dim=1).numpy()
 
 
 def random_encoder(config: ImageEncoderConfig, seed: int) -> ImageEncoder:
@@ -90,7 +96,7 @@ def probe_probabilities(
 
 
 def run_probe(
-    pretrained: ImageEncoder,
+    pretrained: Sequence[ImageEncoder],
     train_images: torch.Tensor,
     train_records: Sequence[ArchiveRecord],
     test_images: torch.Tensor,
@@ -100,9 +106,17 @@ def run_probe(
     subsets: int = SUBSETS,
     replicates: int = 1000,
 ) -> dict[str, Any]:
-    """Probe AUCs of the pretrained and of random encoders, and their paired difference."""
-    encoders = {"pretrained": [pretrained]} | {
-        "random": [random_encoder(pretrained.config, s) for s in range(subsets)]
+    """Probe AUCs of the pretrained and of random encoders, and their paired difference.
+
+    ``pretrained``: the image encoder(s) of a model (an ensemble's members: K of them).
+    """
+    config = pretrained[0].config
+    k_members = len(pretrained)
+    encoders = {"pretrained": [list(pretrained)]} | {
+        "random": [
+            [random_encoder(config, s + subsets * j) for j in range(k_members)]
+            for s in range(subsets)
+        ]
     }
     feats = {
         name: [(encoder_features(e, train_images), encoder_features(e, test_images)) for e in encs]
