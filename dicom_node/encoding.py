@@ -35,19 +35,27 @@ def _implicit(element: int, value: bytes) -> bytes:
 
 
 def c_store_response(
-    message_id: int, status: int, sop_class_uid: str, sop_instance_uid: str
+    message_id: int,
+    status: int,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    error_comment: str | None = None,
 ) -> bytes:
-    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2), implicit VR little endian."""
-    body = b"".join(
-        (
-            _implicit(0x0002, _uid(sop_class_uid)),
-            _implicit(0x0100, struct.pack("<H", _C_STORE_RSP)),
-            _implicit(0x0120, struct.pack("<H", message_id)),
-            _implicit(0x0800, struct.pack("<H", _NO_DATA_SET)),
-            _implicit(0x0900, struct.pack("<H", status)),
-            _implicit(0x1000, _uid(sop_instance_uid)),
-        )
-    )
+    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2), implicit VR little endian.
+
+    ``error_comment`` (0000,0902) is LO: at most 64 characters, no backslash.
+    """
+    elements = [
+        _implicit(0x0002, _uid(sop_class_uid)),
+        _implicit(0x0100, struct.pack("<H", _C_STORE_RSP)),
+        _implicit(0x0120, struct.pack("<H", message_id)),
+        _implicit(0x0800, struct.pack("<H", _NO_DATA_SET)),
+        _implicit(0x0900, struct.pack("<H", status)),
+    ]
+    if error_comment:
+        elements.append(_implicit(0x0902, _text(error_comment)))
+    elements.append(_implicit(0x1000, _uid(sop_instance_uid)))
+    body = b"".join(elements)
     return _implicit(0x0000, struct.pack("<I", len(body))) + body
 
 

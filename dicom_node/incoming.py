@@ -93,12 +93,16 @@ class IncomingFile:
             os.close(self._fd)
             self._fd = -1
 
-    def __del__(self) -> None:
+    def discard(self) -> None:
+        """Close the file and remove its temporary name, if it still has it."""
         self.close()
         # After a normal store the handler has given the file its final name or quarantined
         # it, and the temporary name is gone already; after an abort it is removed here.
         with contextlib.suppress(OSError):
             os.unlink(self.name)
+
+    def __del__(self) -> None:
+        self.discard()
 
 
 def remove_incoming_leftovers(folder: Path) -> int:

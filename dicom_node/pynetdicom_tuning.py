@@ -28,7 +28,15 @@ For every association our server accepts, before its threads start, we:
    system's temporary folder: pynetdicom creates it with ``NamedTemporaryFile`` in its DIMSE
    message module, which we point at a factory that asks the DUL thread's spool, and falls
    back to the real ``NamedTemporaryFile`` for associations this server did not accept (the
-   same holds for the File Meta Information functions of that module).
+   same holds for the File Meta Information functions of that module);
+6. read PDUs in the DUL thread ourselves (:func:`_read_pdu`, pynetdicom's
+   ``_read_pdu_data`` step for step) and, once the association is established, give each
+   P-DATA-TF PDU first to :class:`dicom_node.direct_store.DirectStore`, which serves C-STORE
+   requests right there (decode, write, store, respond) and returns the PDV items it did not
+   take; those reach pynetdicom as a P-DATA-TF PDU of their own and are served as before
+   (C-ECHO, anything unusual). It is used only when no handler is bound to the events it
+   would skip (data, PDU and DIMSE received or sent): at DEBUG level pynetdicom's own logging
+   handlers are, and every message takes pynetdicom's path.
 
 Release, abort and timers are still checked every few milliseconds, as before.
 
@@ -44,18 +52,21 @@ import os
 import queue
 import select
 import ssl
+import struct
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pynetdicom
-from pynetdicom import dimse_messages
+from pynetdicom import dimse_messages, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import EVT_CONN_OPEN, EVT_DIMSE_SENT, trigger
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
 
+from dicom_node.direct_store import DirectStore, StoreFunction, p_data_tf
 from dicom_node.encoding import FileMeta, c_store_response
 from dicom_node.incoming import IncomingFile
 from dicom_node.spool import Spool
@@ -80,25 +91,42 @@ def check_version() -> None:
         )
 
 
+# Given an established association, the function that stores its C-STORE requests' data sets
+# (the node's EVT_C_STORE handler, without the event).
+StoreFunctionFactory = Callable[[Any], StoreFunction]
+
+
 class EventDrivenRequestHandler(RequestHandler):
     """pynetdicom's request handler, with the tuning applied before the threads start."""
 
     spool: Spool
+    store_function: StoreFunctionFactory | None = None
 
     @classmethod
-    def for_spool(cls, spool: Spool) -> type[EventDrivenRequestHandler]:
-        """A handler class whose associations receive into ``spool``."""
-        return type(cls.__name__, (cls,), {"spool": spool})
+    def for_spool(
+        cls, spool: Spool, store_function: StoreFunctionFactory | None = None
+    ) -> type[EventDrivenRequestHandler]:
+        """A handler class whose associations receive into ``spool``.
+
+        With ``store_function``, C-STORE requests are served on the network thread
+        (dicom_node.direct_store) when nothing else listens to the messages.
+        """
+        # A function stored on a class would be bound as a method: keep it static.
+        function = staticmethod(store_function) if store_function is not None else None
+        attributes = {"spool": spool, "store_function": function}
+        return type(cls.__name__, (cls,), attributes)
 
     def handle(self) -> None:
         # pynetdicom's RequestHandler.handle, with make_event_driven() before start().
         assoc = self._create_association()
-        make_event_driven(assoc, self.spool)
+        make_event_driven(assoc, self.spool, self.store_function)
         trigger(assoc, EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
 
 
-def make_event_driven(assoc: Any, spool: Spool) -> None:
+def make_event_driven(
+    assoc: Any, spool: Spool, store_function: StoreFunctionFactory | None = None
+) -> None:
     """Tune a not yet started acceptor association (see the module's text)."""
     check_version()
     _receive_into_spool()
@@ -116,7 +144,8 @@ def make_event_driven(assoc: Any, spool: Spool) -> None:
 
     dul.kill_dul = kill_and_wake
     # Thread.run is looked up on the instance: the DUL thread runs our loop.
-    dul.run = lambda: _event_driven_dul_loop(dul, waker, spool)
+    direct = _DirectPath(dul, spool, store_function)
+    dul.run = lambda: _event_driven_dul_loop(dul, waker, spool, direct)
 
 
 # The association and spool the current DUL thread receives for (set by the DUL loop).
@@ -156,10 +185,15 @@ def _create_file_meta(
             transfer_syntax=transfer_syntax,
             **kwargs,
         )
+    return _file_meta(assoc, sop_class_uid, sop_instance_uid, transfer_syntax)
+
+
+def _file_meta(assoc: Any, sop_class_uid: str, sop_instance_uid: str, syntax: str) -> FileMeta:
+    """What pynetdicom's chunked reception writes as a received file's File Meta Information."""
     return FileMeta(
         sop_class_uid=str(sop_class_uid),
         sop_instance_uid=str(sop_instance_uid),
-        transfer_syntax_uid=str(transfer_syntax),
+        transfer_syntax_uid=str(syntax),
         implementation_class_uid=str(assoc.acceptor.implementation_class_uid),
         implementation_version_name=str(assoc.acceptor.implementation_version_name or ""),
         source_ae_title=str(assoc.requestor.ae_title or "").strip(),
@@ -300,7 +334,7 @@ class _WakingQueue(queue.Queue[Any]):
         self._waker.wake()
 
 
-def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool) -> None:
+def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool, direct: _DirectPath) -> None:
     """``DULServiceProvider.run_reactor`` of pynetdicom 3.0.4, waiting instead of sleeping."""
     _dul_thread.spool = spool
     _dul_thread.assoc = dul.assoc
@@ -318,6 +352,9 @@ def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool) -> None:
                 # One of: encode and send a queued primitive, or receive and decode a PDU.
                 if dul._process_recv_primitive():
                     pass
+                elif direct.wants_next_pdu() and dul.socket.ready:
+                    _read_pdu(dul, direct)
+                    dul._idle_timer.restart()
                 elif dul._is_transport_event():
                     dul._idle_timer.restart()
             except Exception:
@@ -331,6 +368,7 @@ def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool) -> None:
                 continue
             dul.state_machine.do_action(event)
     finally:
+        direct.close()
         waker.close()
 
 
@@ -346,3 +384,115 @@ def _abort_without_state_machine(dul: Any) -> None:
     dul.assoc.is_established = False
     dul.assoc._kill = True
     dul._kill_thread = True
+
+
+# Events a directly served C-STORE would not announce: with a handler bound to any of them,
+# every message takes pynetdicom's path.
+_EVENTS_DIRECT_STORE_SKIPS = (
+    evt.EVT_DATA_RECV,
+    evt.EVT_PDU_RECV,
+    evt.EVT_DIMSE_RECV,
+    evt.EVT_DATA_SENT,
+    evt.EVT_PDU_SENT,
+    evt.EVT_DIMSE_SENT,
+)
+_P_DATA_TF_TYPE = 0x04
+_PDU_TYPES = range(0x01, 0x08)
+
+
+class _DirectPath:
+    """When and how one association's P-DATA-TF PDUs go to dicom_node.direct_store."""
+
+    def __init__(self, dul: Any, spool: Spool, store_function: StoreFunctionFactory | None) -> None:
+        self.dul = dul
+        self.spool = spool
+        self.store_function = store_function
+        self.store: DirectStore | None = None
+        self._decided = store_function is None
+
+    def wants_next_pdu(self) -> bool:
+        """Read the next PDU with :func:`_read_pdu` (established association, direct store on)."""
+        if self.dul.state_machine.current_state != "Sta6":
+            return False
+        if not self._decided:
+            self._decided = True
+            self.store = self._make_store()
+        return self.store is not None
+
+    def _make_store(self) -> DirectStore | None:
+        assoc = self.dul.assoc
+        if self.store_function is None or any(
+            assoc.get_handlers(event) for event in _EVENTS_DIRECT_STORE_SKIPS
+        ):
+            return None
+        return DirectStore(
+            transfer_syntaxes={
+                int(cx.context_id): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+            },
+            new_file=self.spool.new_incoming_file,
+            file_meta=lambda sop_class, sop_instance, syntax: _file_meta(
+                assoc, sop_class, sop_instance, syntax
+            ).encode(),
+            store=self.store_function(assoc),
+            send=self.dul.socket.send,
+            peer_max_pdu=int(assoc.requestor.maximum_length or 0),
+        )
+
+    def take(self, header: bytes, body: bytearray) -> bytes | None:
+        """The PDU for pynetdicom after the direct store took what it serves (None: all)."""
+        if self.store is None or header[0] != _P_DATA_TF_TYPE:
+            return bytes(header) + body
+        # A message pynetdicom has begun is pynetdicom's to finish.
+        if self.dul.assoc.dimse.message is not None and not self.store.receiving:
+            return bytes(header) + body
+        with memoryview(body) as items:
+            rest = self.store.take(items)
+            return None if rest is None else p_data_tf(rest)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.discard()
+
+
+def _read_pdu(dul: Any, direct: _DirectPath) -> None:
+    """``DULServiceProvider._read_pdu_data`` of pynetdicom 3.0.4, with the direct store first.
+
+    The same reads, the same events for a closed connection (Evt17) and an unknown or
+    undecodable PDU (Evt19), the same decoding for what reaches pynetdicom.
+    """
+    sock = dul.socket
+    try:
+        header = sock.recv(6)
+    except (OSError, TimeoutError):
+        log.error("connection closed before the entire PDU was received")
+        dul.event_queue.put("Evt17")
+        return
+    if len(header) != 6:
+        dul.event_queue.put("Evt17")
+        return
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in _PDU_TYPES:
+        log.error("unknown PDU type 0x%02X received", pdu_type)
+        dul.event_queue.put("Evt19")
+        return
+    try:
+        body = sock.recv(length)
+    except (OSError, TimeoutError):
+        log.error("connection closed before the entire PDU was received")
+        dul.event_queue.put("Evt17")
+        return
+    if len(body) != length:
+        log.error("the received PDU is shorter than expected (%d of %d bytes)", len(body), length)
+        dul.event_queue.put("Evt17")
+        return
+    pdu = direct.take(header, body)
+    if pdu is None:
+        return
+    try:
+        decoded, event = dul._decode_pdu(pdu)
+        dul.event_queue.put(event)
+    except Exception:
+        log.exception("unable to decode the received PDU data")
+        dul.event_queue.put("Evt19")
+        return
+    dul._recv_pdu.put(decoded)

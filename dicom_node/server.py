@@ -8,14 +8,17 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from dicom_node import status
+from dicom_node.direct_store import StoreFunction
 from dicom_node.dispatch import ConnectionDispatcher, ConnectionReceiver, LoadBoard
 from dicom_node.policy import AssociationPolicy
 from dicom_node.pynetdicom_tuning import (
@@ -180,7 +183,9 @@ class Listener:
             (node.bind_address, node.port),
             evt_handlers=handlers,
             server_class=TunedAssociationServer.for_role(self.role),
-            request_handler=EventDrivenRequestHandler.for_spool(self.service.spool),
+            request_handler=EventDrivenRequestHandler.for_spool(
+                self.service.spool, self._store_function
+            ),
         )
         assert isinstance(server, TunedAssociationServer)
         self.server = server
@@ -321,6 +326,28 @@ class Listener:
             tally,
             write_failure=received_file_failure(request),
         )
+
+    def _store_function(self, assoc: Any) -> StoreFunction:
+        """``_on_store`` for C-STORE requests served on the network thread (direct store)."""
+        tally = self._tally(assoc)
+
+        def store(
+            received: Path,
+            transfer_syntax: str,
+            sop_class_uid: str,
+            sop_instance_uid: str,
+            write_failure: OSError | None,
+        ) -> int | Dataset:
+            return self.service.store(
+                received,
+                transfer_syntax,
+                sop_class_uid,
+                sop_instance_uid,
+                tally,
+                write_failure=write_failure,
+            )
+
+        return store
 
     def _tally(self, assoc: Any) -> AssociationTally:
         with self._lock:

@@ -19,17 +19,22 @@ from dicom_node.encoding import FileMeta, c_store_response
 
 @pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC000])
 @pytest.mark.parametrize("sop_instance", ["1.2.3", "1.2.34", generate_uid()])
-def test_c_store_response_matches_pynetdicom(status: int, sop_instance: str) -> None:
+@pytest.mark.parametrize("comment", [None, "disk full", "odd"])
+def test_c_store_response_matches_pynetdicom(
+    status: int, sop_instance: str, comment: str | None
+) -> None:
     primitive = C_STORE()
     primitive.MessageIDBeingRespondedTo = 7
     primitive.AffectedSOPClassUID = CTImageStorage
     primitive.AffectedSOPInstanceUID = sop_instance
     primitive.Status = status
+    if comment is not None:
+        primitive.ErrorComment = comment
     message = C_STORE_RSP()
     message.primitive_to_message(primitive)
     message._set_command_group_length()
     expected = encode(message.command_set, True, True)
-    assert c_store_response(7, status, CTImageStorage, sop_instance) == expected
+    assert c_store_response(7, status, CTImageStorage, sop_instance, comment) == expected
 
 
 @pytest.mark.parametrize("source_ae", ["PACS", "ODD", ""])

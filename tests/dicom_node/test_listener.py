@@ -295,3 +295,50 @@ def test_pynetdicom_scu_and_stable_study_job(running_node: Any, tmp_path: Path) 
     time.sleep(1.5)
     assert count(running_node, Job) == 2
     assert count(running_node, Instance) == 6
+
+
+@pytest.mark.peer
+def test_pynetdicom_path_stores_the_same_files_as_the_direct_path(
+    running_node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At DEBUG level pynetdicom's logging handlers watch every PDU, so each C-STORE takes
+    # pynetdicom's own path instead of dicom_node.direct_store: both must store the same bytes.
+    from dicom_node.direct_store import DirectStore
+    from tests.conftest import free_port
+    from vlnode.node import Node
+    from vlnode.settings import LoggingSettings, NodeSettings, Settings, StoreSettings
+
+    served_directly: list[object] = []
+    finish = DirectStore._finish
+
+    def counting_finish(self: DirectStore, message: Any) -> None:
+        served_directly.append(message)
+        finish(self, message)
+
+    monkeypatch.setattr(DirectStore, "_finish", counting_finish)
+    _, files = write_ct_study(tmp_path / "study", (1, 2))
+    storescu(running_node, files)
+    assert count(running_node, Instance) == 3
+    assert len(served_directly) == 3
+    # Built after the first node: pynetdicom's logging switch is per process.
+    debug_node = Node(
+        Settings(
+            node=NodeSettings(port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16),
+            store=StoreSettings(data_dir=tmp_path / "debug-data"),
+            logging=LoggingSettings(level="DEBUG"),
+        )
+    )
+    debug_node.start()
+    try:
+        storescu(debug_node, files)
+        assert count(debug_node, Instance) == 3
+    finally:
+        debug_node.stop()
+    assert len(served_directly) == 3
+
+    def stored(data_dir: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (data_dir / "spool").rglob("*.dcm")}
+
+    direct = stored(running_node.settings.store.data_dir)
+    assert len(direct) == 3
+    assert direct == stored(tmp_path / "debug-data")

@@ -19,6 +19,8 @@ from dicom_node.pynetdicom_tuning import PINNED_VERSION, check_version
 # sha256 of pynetdicom 3.0.4's DULServiceProvider.run_reactor, which _event_driven_dul_loop
 # mirrors step for step: if it changes, re-read it and update the mirror and this digest.
 RUN_REACTOR_SHA256 = "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803"
+# The same for DULServiceProvider._read_pdu_data, which _read_pdu mirrors.
+READ_PDU_DATA_SHA256 = "19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b"
 
 
 def test_pinned_version_is_installed() -> None:
@@ -76,6 +78,18 @@ def test_pdus_are_read_through_the_socket_recv_we_replace() -> None:
     source = inspect.getsource(DULServiceProvider._read_pdu_data)
     assert "self.socket.recv(6)" in source
     assert "self.socket.recv(pdu_length)" in source
+
+
+def test_pdu_reading_is_the_one_we_mirror() -> None:
+    # _read_pdu repeats _read_pdu_data's reads and events, and hands pynetdicom what the direct
+    # store leaves through the same two steps: decode, then queue the PDU.
+    source = inspect.getsource(DULServiceProvider._read_pdu_data)
+    assert hashlib.sha256(source.encode()).hexdigest() == READ_PDU_DATA_SHA256
+    assert "pdu, event = self._decode_pdu(bytestream)" in source
+    assert "self._recv_pdu.put(pdu)" in source
+    # The direct store is offered a PDU only while no DIMSE message is half decoded.
+    receive = inspect.getsource(DIMSEServiceProvider.receive_primitive)
+    assert "if self.message is None:" in receive and "self.message = None" in receive
 
 
 def test_request_handler_steps_are_the_ones_we_repeat() -> None:
