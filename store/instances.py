@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from store.records import ReceivedInstance
 from store.tables import Instance, Series, Study
+from store.write_lock import WriterLock
 
 
 def _dialect_insert(bind: Connection | Engine) -> Any:
@@ -36,6 +37,7 @@ class InstanceIndex:
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._writer = WriterLock(engine)
         # Built once: executing a ready statement with a parameter dict skips SQLAlchemy's
         # per-call statement building and cache-key work on the hot path.
         self._insert_instance = (
@@ -54,7 +56,7 @@ class InstanceIndex:
         transaction, re-opening a study that was ready.
         """
         learned: _Learned = []
-        with self.engine.begin() as conn:
+        with self._writer.held(), self.engine.begin() as conn:
             study_id = self._study_id(conn, item, learned)
             series_id = self._series_id(conn, item, study_id, learned)
             new = (
