@@ -13,8 +13,11 @@ For every association our server accepts, before its threads start, we:
 1. run the DUL with :func:`_event_driven_dul_loop`: pynetdicom's own steps in pynetdicom's own
    order, but where it would sleep it waits in ``select`` on the socket and on a pipe that is
    written whenever a primitive is queued for sending, so it wakes the moment there is work;
-2. give the DIMSE provider a ``get_msg`` that, asked not to block, waits briefly on the
-   message queue, so a message is served the moment it is complete;
+2. give the DIMSE provider a ``get_msg`` that, asked not to block, waits on the message
+   queue, so a message is served the moment it is complete; the DUL's queue of indications
+   for the user (release and abort from the peer) and the DUL thread's end put a wake-up on
+   that queue, so the reactor thread sleeps until there is something to do instead of
+   taking a turn at the GIL every few milliseconds;
 3. read each PDU from the socket with ``recv_into`` into one buffer of the PDU's size, instead
    of ``recv`` calls of at most 4 KB each appended to a growing bytearray (a 128 KB PDU took
    32 calls and as many copies);
@@ -72,9 +75,15 @@ from dicom_node.incoming import IncomingFile
 from dicom_node.spool import Spool
 
 PINNED_VERSION = "3.0.4"
-# Long enough to sleep through idle time cheaply, short enough that a release, an abort or a
-# timer (which wake nothing) is noticed promptly.
-_WAIT_SECONDS = 0.005
+# How long the DUL thread waits in select when it has nothing to do: a release, an abort or a
+# timer wake nothing, and are noticed within this time.
+_WAIT_SECONDS = 0.02
+# How long the association's reactor thread waits for a message before it looks at release,
+# abort and the idle timer again. Messages, release and abort requests from the peer, and the
+# end of the DUL thread wake it at once (a ``_WAKE_REACTOR`` on its queue): with the direct
+# store it has nothing to do while images arrive, and each wake-up costs a turn at the GIL.
+_REACTOR_WAIT_SECONDS = 0.5
+_WAKE_REACTOR = (None, None)  # what get_msg returns for "no message"
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +142,10 @@ def make_event_driven(
     _make_get_msg_wait(assoc.dimse)
     _make_store_responses_direct(assoc)
     dul = assoc.dul
+    _make_reactor_wake_on_indications(dul, assoc.dimse)
     _make_recv_read_whole(dul.socket)
     waker = _Waker()
-    dul.to_provider_queue = _WakingQueue(waker)
+    dul.to_provider_queue = _NotifyingQueue(waker.wake)
     kill_dul = dul.kill_dul
 
     def kill_and_wake() -> None:
@@ -249,13 +259,25 @@ def _make_get_msg_wait(dimse: Any) -> None:
 
     def get_msg(block: bool = False) -> tuple[int | None, Any]:
         if block:
-            return blocking_get(block=True)  # type: ignore[no-any-return]
+            while True:  # a wake-up is not the message a blocking caller waits for
+                item = blocking_get(block=True)
+                if item is not _WAKE_REACTOR:
+                    return item  # type: ignore[no-any-return]
         try:
-            return messages.get(timeout=_WAIT_SECONDS)  # type: ignore[no-any-return]
+            return messages.get(timeout=_REACTOR_WAIT_SECONDS)  # type: ignore[no-any-return]
         except queue.Empty:
             return None, None
 
     dimse.get_msg = get_msg
+
+
+def _make_reactor_wake_on_indications(dul: Any, dimse: Any) -> None:
+    # The reactor thread acts on what the DUL queues for the user (a release or abort from the
+    # peer) and on the DUL thread ending; both now put a wake-up on the queue it waits on.
+    def wake_reactor() -> None:
+        dimse.msg_queue.put(_WAKE_REACTOR)
+
+    dul.to_user_queue = _NotifyingQueue(wake_reactor)
 
 
 def _make_recv_read_whole(association_socket: Any) -> None:
@@ -322,16 +344,17 @@ class _Waker:
                 os.close(self.write_fd)
 
 
-class _WakingQueue(queue.Queue[Any]):
-    """The DUL's to-provider queue: every primitive queued for sending wakes the DUL."""
+class _NotifyingQueue(queue.Queue[Any]):
+    """A queue that calls ``on_put`` after each put: the DUL's to-provider queue wakes the DUL
+    (a primitive to send), its to-user queue wakes the association's reactor."""
 
-    def __init__(self, waker: _Waker) -> None:
+    def __init__(self, on_put: Callable[[], None]) -> None:
         super().__init__()
-        self._waker = waker
+        self._on_put = on_put
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        self._waker.wake()
+        self._on_put()
 
 
 def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool, direct: _DirectPath) -> None:
@@ -370,6 +393,7 @@ def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool, direct: _Direc
     finally:
         direct.close()
         waker.close()
+        dul.assoc.dimse.msg_queue.put(_WAKE_REACTOR)
 
 
 def _abort_without_state_machine(dul: Any) -> None:
