@@ -59,6 +59,10 @@ class StoreService:
         self.engine = engine
         self.index = InstanceIndex(engine)
 
+    def close(self) -> None:
+        """Release the database connection the store keeps for writing (at shutdown)."""
+        self.index.close()
+
     def store(
         self,
         received: Path,

@@ -224,6 +224,7 @@ class Listener:
                 "aborting %d association(s) still active after %.0f s", leftover, grace_seconds
             )
         self.ae.shutdown()
+        self.service.close()
 
     def active_associations(self) -> int:
         """Established associations of this process.

@@ -5,12 +5,15 @@ name, so a committed row always has its file. The transaction does no file work:
 write lock is held for well under a millisecond, and associations in several threads and
 processes do not queue behind one another's fsyncs. Study and series ids are cached per process
 once their rows are committed (rows are never deleted while the node runs), so a typical
-instance costs one INSERT, one UPDATE and the commit.
+instance costs one INSERT, one UPDATE and the commit. On SQLite the transactions queue on
+store.write_lock and run on the process's one writing connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
@@ -56,7 +59,7 @@ class InstanceIndex:
         transaction, re-opening a study that was ready.
         """
         learned: _Learned = []
-        with self._writer.held(), self.engine.begin() as conn:
+        with self._writer.held() as shared, self._transaction(shared) as conn:
             study_id = self._study_id(conn, item, learned)
             series_id = self._series_id(conn, item, study_id, learned)
             new = (
@@ -82,6 +85,19 @@ class InstanceIndex:
             for cache, uid, row_id in learned:
                 cache[uid] = row_id
         return new
+
+    def close(self) -> None:
+        """Release the writing connection (SQLite); a later record() opens a new one."""
+        self._writer.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, shared: Connection | None) -> Iterator[Connection]:
+        if shared is None:
+            with self.engine.begin() as conn:
+                yield conn
+        else:
+            with shared.begin():
+                yield shared
 
     def _study_id(self, conn: Connection, item: ReceivedInstance, learned: _Learned) -> int:
         return self._row_id(

@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine
 
 from store.write_lock import WriterLock
@@ -71,3 +72,21 @@ def test_no_lock_file_for_an_in_memory_or_server_database(tmp_path: Path) -> Non
         with WriterLock(create_engine(url)).held():
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_warm_connection_is_reused_until_a_transaction_fails(tmp_path: Path) -> None:
+    lock = WriterLock(create_engine(f"sqlite:///{tmp_path / 'node.db'}"))
+    with lock.held() as first:
+        assert first is not None
+        first.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        first.commit()
+    with lock.held() as again:
+        assert again is first
+    with pytest.raises(RuntimeError), lock.held() as failing:
+        assert failing is first
+        raise RuntimeError("the transaction failed")
+    with lock.held() as fresh:
+        assert fresh is not None and fresh is not first
+        assert fresh.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+    lock.close()
+    assert first.closed and fresh.closed
