@@ -9,6 +9,7 @@ leniently, which is right for a viewer and wrong for a receiver that acknowledge
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import re
@@ -146,6 +147,17 @@ class _Walker:
                 offset += length
 
 
+@functools.lru_cache(maxsize=64)
+def _encoding(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
+    """(deflated, implicit VR, little endian) of a transfer syntax; unknown ones read as
+    explicit VR little endian, as compressed syntaxes are. Cached: pydicom's UID checks cost
+    more than the rest of an instance's header reading."""
+    syntax = UID(transfer_syntax_uid)
+    if not syntax.is_transfer_syntax:
+        return False, False, True
+    return syntax == DeflatedExplicitVRLittleEndian, syntax.is_implicit_VR, syntax.is_little_endian
+
+
 def read_identifiers(encoded: bytes | memoryview, transfer_syntax_uid: str) -> InstanceIdentifiers:
     """Check the structure of a data set and return its identifiers (no file meta expected).
 
@@ -154,15 +166,13 @@ def read_identifiers(encoded: bytes | memoryview, transfer_syntax_uid: str) -> I
     InvalidInstanceError
         The bytes are not a well-formed data set, or a required UID is missing or malformed.
     """
-    syntax = UID(transfer_syntax_uid)
+    deflated, implicit, little = _encoding(transfer_syntax_uid)
     data = memoryview(encoded)
-    if syntax == DeflatedExplicitVRLittleEndian:
+    if deflated:
         try:
             data = memoryview(zlib.decompress(bytes(data), -zlib.MAX_WBITS))
         except zlib.error as exc:
             raise InvalidInstanceError(f"deflated data set cannot be inflated: {exc}") from exc
-    implicit = syntax.is_implicit_VR if syntax.is_transfer_syntax else False
-    little = syntax.is_little_endian if syntax.is_transfer_syntax else True
     if len(data) < 8:
         raise InvalidInstanceError(f"data set is only {len(data)} bytes long")
     walker = _Walker(data, implicit, little)
