@@ -342,3 +342,36 @@ def test_pynetdicom_path_stores_the_same_files_as_the_direct_path(
     direct = stored(running_node.settings.store.data_dir)
     assert len(direct) == 3
     assert direct == stored(tmp_path / "debug-data")
+
+
+@pytest.mark.peer
+def test_sender_aborting_mid_instance_leaves_nothing_behind(
+    running_node: Any, tmp_path: Path
+) -> None:
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from tests.dicom_node.test_direct_store import store_command
+
+    incoming = running_node.settings.store.data_dir / "spool" / ".incoming"
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", running_node.settings.node.port, ae_title="VLNODE")
+    assert assoc.is_established
+    context_id = assoc.accepted_contexts[0].context_id
+    # The command and the first part of a data set, then the sender gives up.
+    pdata = P_DATA()
+    pdata.presentation_data_value_list = [
+        [context_id, b"\x03" + store_command(1, "1.2.3.4")],
+        [context_id, b"\x00" + b"\x08\x00\x16\x00UI\x1a\x00" + b"1" * 20],
+    ]
+    assoc.dul.send_pdu(pdata)
+    wait_for(lambda: any(incoming.iterdir()))
+    assoc.abort()
+    ae.shutdown()
+    wait_for(lambda: not any(incoming.iterdir()))
+    wait_for(lambda: closed_associations(running_node) == 1)
+    assert count(running_node, Instance) == 0
+    # Still serving.
+    _, files = write_ct_study(tmp_path / "study", (1,))
+    storescu(running_node, files)
+    assert count(running_node, Instance) == 1
