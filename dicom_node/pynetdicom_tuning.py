@@ -37,7 +37,10 @@ For every association our server accepts, before its threads start, we:
    P-DATA-TF PDU first to :class:`dicom_node.direct_store.DirectStore`, which serves C-STORE
    requests right there (decode, write, store, respond) and returns the PDV items it did not
    take; those reach pynetdicom as a P-DATA-TF PDU of their own and are served as before
-   (C-ECHO, anything unusual). It is used only when no handler is bound to the events it
+   (C-ECHO, anything unusual). While a data set is arriving, its next PDU is read at once,
+   without the loop's readiness checks (the socket's receive timeout is the node's network
+   timeout, so a stalled sender is still cut off). It is used only when no handler is bound
+   to the events it
    would skip (data, PDU and DIMSE received or sent): at DEBUG level pynetdicom's own logging
    handlers are, and every message takes pynetdicom's path.
 
@@ -54,6 +57,7 @@ import logging
 import os
 import queue
 import select
+import socket
 import ssl
 import struct
 import tempfile
@@ -449,6 +453,7 @@ class _DirectPath:
             assoc.get_handlers(event) for event in _EVENTS_DIRECT_STORE_SKIPS
         ):
             return None
+        _limit_blocking_reads(self.dul.socket.socket, assoc.network_timeout)
         return DirectStore(
             transfer_syntaxes={
                 int(cx.context_id): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
@@ -473,16 +478,44 @@ class _DirectPath:
             rest = self.store.take(items)
             return None if rest is None else p_data_tf(rest)
 
+    @property
+    def receiving(self) -> bool:
+        return self.store is not None and self.store.receiving
+
     def close(self) -> None:
         if self.store is not None:
             self.store.discard()
 
 
+def _limit_blocking_reads(raw: socket.socket, seconds: float | None) -> None:
+    # The rest of a data set is read without select: a read that waits longer than the network
+    # timeout fails (EAGAIN), which ends the association as a closed connection would.
+    if seconds and raw.gettimeout() is None:
+        whole = int(seconds)
+        raw.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_RCVTIMEO,
+            struct.pack("ll", whole, int((seconds - whole) * 1_000_000)),
+        )
+
+
 def _read_pdu(dul: Any, direct: _DirectPath) -> None:
+    """Read a PDU; while the direct store is in the middle of a data set, read on.
+
+    The rest of a data set is sure to come next (PS3.8 Annex E), so it is read without going
+    back through the loop's readiness checks; a peer that stalls meanwhile is cut off by the
+    socket's receive timeout (the node's network timeout, set with the direct store).
+    """
+    while _read_one_pdu(dul, direct) and direct.receiving:
+        pass
+
+
+def _read_one_pdu(dul: Any, direct: _DirectPath) -> bool:
     """``DULServiceProvider._read_pdu_data`` of pynetdicom 3.0.4, with the direct store first.
 
     The same reads, the same events for a closed connection (Evt17) and an unknown or
-    undecodable PDU (Evt19), the same decoding for what reaches pynetdicom.
+    undecodable PDU (Evt19), the same decoding for what reaches pynetdicom. True if the
+    direct store took the whole PDU.
     """
     sock = dul.socket
     try:
@@ -490,33 +523,34 @@ def _read_pdu(dul: Any, direct: _DirectPath) -> None:
     except (OSError, TimeoutError):
         log.error("connection closed before the entire PDU was received")
         dul.event_queue.put("Evt17")
-        return
+        return False
     if len(header) != 6:
         dul.event_queue.put("Evt17")
-        return
+        return False
     pdu_type, _, length = struct.unpack(">BBL", header)
     if pdu_type not in _PDU_TYPES:
         log.error("unknown PDU type 0x%02X received", pdu_type)
         dul.event_queue.put("Evt19")
-        return
+        return False
     try:
         body = sock.recv(length)
     except (OSError, TimeoutError):
         log.error("connection closed before the entire PDU was received")
         dul.event_queue.put("Evt17")
-        return
+        return False
     if len(body) != length:
         log.error("the received PDU is shorter than expected (%d of %d bytes)", len(body), length)
         dul.event_queue.put("Evt17")
-        return
+        return False
     pdu = direct.take(header, body)
     if pdu is None:
-        return
+        return True
     try:
         decoded, event = dul._decode_pdu(pdu)
         dul.event_queue.put(event)
     except Exception:
         log.exception("unable to decode the received PDU data")
         dul.event_queue.put("Evt19")
-        return
+        return False
     dul._recv_pdu.put(decoded)
+    return False

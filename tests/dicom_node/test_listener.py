@@ -375,3 +375,49 @@ def test_sender_aborting_mid_instance_leaves_nothing_behind(
     _, files = write_ct_study(tmp_path / "study", (1,))
     storescu(running_node, files)
     assert count(running_node, Instance) == 1
+
+
+@pytest.mark.peer
+def test_sender_stalling_mid_instance_is_cut_off_after_the_network_timeout(
+    tmp_path: Path,
+) -> None:
+    # The rest of a data set is read without select (dicom_node.pynetdicom_tuning): a sender
+    # that stops sending must still be cut off, and leave nothing behind.
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from tests.conftest import free_port
+    from tests.dicom_node.test_direct_store import store_command
+    from vlnode.node import Node
+    from vlnode.settings import NodeSettings, Settings, StoreSettings
+
+    node = Node(
+        Settings(
+            node=NodeSettings(
+                port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16, network_timeout=1
+            ),
+            store=StoreSettings(data_dir=tmp_path / "vlnode-data"),
+        )
+    )
+    node.start()
+    try:
+        incoming = node.settings.store.data_dir / "spool" / ".incoming"
+        ae = AE(ae_title="PYSCU")
+        ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", node.settings.node.port, ae_title="VLNODE")
+        assert assoc.is_established
+        context_id = assoc.accepted_contexts[0].context_id
+        pdata = P_DATA()
+        pdata.presentation_data_value_list = [
+            [context_id, b"\x03" + store_command(1, "1.2.3.4")],
+            [context_id, b"\x00" + b"\x08\x00\x16\x00UI\x1a\x00" + b"1" * 20],
+        ]
+        assoc.dul.send_pdu(pdata)
+        wait_for(lambda: any(incoming.iterdir()))
+        # ... and nothing more: the node ends the association on its own.
+        wait_for(lambda: not assoc.is_established, timeout=20)
+        wait_for(lambda: not any(incoming.iterdir()))
+        wait_for(lambda: closed_associations(node) == 1)
+        ae.shutdown()
+        assert count(node, Instance) == 0
+    finally:
+        node.stop()
