@@ -34,6 +34,11 @@ class LoadBoard:
             candidates = [i for i in range(len(self.counts)) if alive[i]]
             return min(candidates, key=lambda i: (self.counts[i], i))
 
+    def total(self) -> int:
+        """Open connections in all listener processes."""
+        with self.counts.get_lock():
+            return sum(self.counts)
+
     def add(self, index: int, delta: int) -> None:
         with self.counts.get_lock():
             self.counts[index] += delta

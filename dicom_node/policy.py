@@ -32,9 +32,13 @@ class AssociationPolicy:
         self.allowed = node.allowed_callers
 
     def decide(
-        self, calling_ae: str, called_ae: str, peer_host: str, active_associations: int
+        self, calling_ae: str, called_ae: str, peer_host: str, others_active: int
     ) -> Rejection | None:
-        """Return a :class:`Rejection`, or None to accept."""
+        """Return a :class:`Rejection`, or None to accept.
+
+        ``others_active`` counts the node's associations besides the one asking, in every
+        listener process.
+        """
         calling = calling_ae.strip()
         if self.allowed and not any(
             rule.ae_title == calling and (rule.host is None or rule.host == peer_host)
@@ -51,10 +55,10 @@ class AssociationPolicy:
                 reason=f"called AE title {called_ae.strip()!r} is not this node's "
                 f"({self.ae_title!r})",
             )
-        if active_associations > self.max_associations:
+        if others_active >= self.max_associations:
             return Rejection(
                 *REJECT_LOCAL_LIMIT_EXCEEDED,
-                reason=f"{active_associations - 1} associations already active "
+                reason=f"{others_active} associations already active "
                 f"(node.max_associations = {self.max_associations})",
             )
         return None

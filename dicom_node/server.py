@@ -234,6 +234,16 @@ class Listener:
         """
         return sum(1 for a in self.ae.active_associations if a.is_acceptor and a.is_established)
 
+    def _other_associations(self) -> int:
+        """Associations of the whole node besides the one being negotiated.
+
+        With several listener processes, the shared board's open connections (this one is
+        counted there already); in one process, its established associations.
+        """
+        if self.role is not None:
+            return max(0, self.role.board.total() - 1)
+        return self.active_associations()
+
     # -- event handlers ---------------------------------------------------------------------
 
     def _on_requested(self, event: Any) -> None:
@@ -242,7 +252,7 @@ class Listener:
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
         host, port = str(assoc.requestor.address), int(assoc.requestor.port)
-        rejection = self.policy.decide(calling, called, host, self.active_associations())
+        rejection = self.policy.decide(calling, called, host, self._other_associations())
         try:
             association_id = ingest.open_association(
                 self.engine,

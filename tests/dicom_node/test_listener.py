@@ -421,3 +421,44 @@ def test_sender_stalling_mid_instance_is_cut_off_after_the_network_timeout(
         assert count(node, Instance) == 0
     finally:
         node.stop()
+
+
+@pytest.mark.peer
+def test_association_limit_rejects_one_more_and_is_audited(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from vlnode.node import Node
+    from vlnode.settings import NodeSettings, Settings, StoreSettings
+
+    node = Node(
+        Settings(
+            node=NodeSettings(
+                port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16, max_associations=2
+            ),
+            store=StoreSettings(data_dir=tmp_path / "vlnode-data"),
+        )
+    )
+    node.start()
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(Verification)
+    try:
+        port = node.settings.node.port
+        held = [ae.associate("127.0.0.1", port, ae_title="VLNODE") for _ in range(2)]
+        assert all(assoc.is_established for assoc in held)
+        extra = ae.associate("127.0.0.1", port, ae_title="VLNODE")
+        assert extra.is_rejected
+        rejection = extra.acceptor.primitive
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+        for assoc in held:
+            assoc.release()
+        later = ae.associate("127.0.0.1", port, ae_title="VLNODE")
+        assert later.is_established
+        later.release()
+        with node.engine.connect() as conn:
+            rows = conn.execute(
+                select(Association.accepted, Association.reason).order_by(Association.id)
+            ).all()
+        assert [accepted for accepted, _ in rows] == [True, True, False, True]
+        assert "2 associations already active (node.max_associations = 2)" in rows[2][1]
+    finally:
+        ae.shutdown()
+        node.stop()

@@ -64,3 +64,24 @@ def test_dispatcher_serves_here_when_a_process_is_gone() -> None:
     assert list(board.counts) == [2, 0]
     for sock in (ours, left, right):
         sock.close()
+
+
+@pytest.mark.peer
+def test_association_limit_counts_every_listener_process(node_process: NodeProcess) -> None:
+    node_process.env["VLNODE_NODE__LISTENER_PROCESSES"] = "2"
+    node_process.env["VLNODE_NODE__MAX_ASSOCIATIONS"] = "1"
+    node_process.start()
+    time.sleep(3.0)  # the extra process imports its modules
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage)
+    first = ae.associate("127.0.0.1", node_process.port, ae_title="VLNODE")
+    try:
+        assert first.is_established
+        # The second connection goes to the other, idle process: the limit is the node's.
+        second = ae.associate("127.0.0.1", node_process.port, ae_title="VLNODE")
+        assert second.is_rejected
+    finally:
+        first.release()
+        ae.shutdown()
+    assert "1 associations already active (node.max_associations = 1)" in node_process.log()
+    assert node_process.stop() == 0
