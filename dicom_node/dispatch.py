@@ -37,7 +37,7 @@ class LoadBoard:
     def total(self) -> int:
         """Open connections in all listener processes."""
         with self.counts.get_lock():
-            return sum(self.counts)
+            return sum(int(self.counts[i]) for i in range(len(self.counts)))
 
     def add(self, index: int, delta: int) -> None:
         with self.counts.get_lock():
