@@ -304,6 +304,7 @@ def probe_package(
     columns: list[str],
     replicates: int = 1000,
     min_eval_per_class: int = 10,
+    features: str = "final",
 ) -> dict[str, Any]:
     """The label-efficiency linear probe of a package's image encoder against random inits.
 
@@ -337,6 +338,7 @@ def probe_package(
         test_set.records,
         tasks,
         replicates=replicates,
+        features=features,
     )
     result["train_split"], result["eval_split"] = train_split, eval_split
     return result

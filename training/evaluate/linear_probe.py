@@ -4,7 +4,8 @@ The protocol is fixed before any result is seen:
 
 * features: the image encoder's output (before the projection), BatchNorm in eval mode, for
   the probe's training split and the evaluation split (an ensemble's members' features side by
-  side);
+  side); or, with ``features="stages"``, the global average of each ResNet stage's output side
+  by side (coarse and fine features), extracted the same way from the random encoders;
 * probe: multinomial logistic regression on standardised features, ``C = 1.0`` (fixed, not
   tuned), at each label fraction (default 10% and 100%), on 5 fixed label subsets (seeds
   0..4, stratified so every class appears; 100% is one subset: all labels);
@@ -18,7 +19,7 @@ The protocol is fixed before any result is seen:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from training.archive import ArchiveRecord
 from training.evaluate.metrics import case_bootstrap_indices, macro_auc
 
 FRACTIONS = (0.1, 1.0)
+FEATURES = ("final", "stages")
 SUBSETS = 5
 PROBE_C = 1.0
 
@@ -46,14 +48,44 @@ class ProbeTask:
 
 
 @torch.no_grad()
-def encoder_features(encoders: Sequence[ImageEncoder], images: torch.Tensor) -> np.ndarray:
+def encoder_features(
+    encoders: Sequence[ImageEncoder], images: torch.Tensor, features: str = "final"
+) -> np.ndarray:
     """The encoders' features of every image, side by side (one encoder: its own)."""
+    if features not in FEATURES:
+        raise ValueError(f"probe features {features!r}: one of {', '.join(FEATURES)}")
     parts = []
     for encoder in encoders:
         encoder.eval()
-        out = [encoder(images[i : i + 64].float()).double() for i in range(0, len(images), 64)]
+        extract = encoder if features == "final" else _stage_extractor(encoder)
+        out = [extract(images[i : i + 64].float()).double() for i in range(0, len(images), 64)]
         parts.append(torch.cat(out))
     return torch.cat(parts, dim=1).numpy()
+
+
+def _stage_extractor(encoder: ImageEncoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The global average of each ResNet stage's output (``layer1`` .. ``layer4``)."""
+    stages = [getattr(encoder.net, f"layer{i}", None) for i in range(1, 5)]
+    if encoder.config.architecture != "resnet" or not all(
+        isinstance(s, torch.nn.Module) for s in stages
+    ):
+        raise ValueError("stage features need a ResNet image encoder")
+
+    def extract(images: torch.Tensor) -> torch.Tensor:
+        pooled: list[torch.Tensor] = []
+        hooks = [
+            s.register_forward_hook(lambda _m, _i, out: pooled.append(out.flatten(2).mean(2)))
+            for s in stages
+            if isinstance(s, torch.nn.Module)
+        ]
+        try:
+            encoder(images)
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.cat(pooled, dim=1)
+
+    return extract
 
 
 def random_encoder(config: ImageEncoderConfig, seed: int) -> ImageEncoder:
@@ -105,6 +137,7 @@ def run_probe(
     fractions: Sequence[float] = FRACTIONS,
     subsets: int = SUBSETS,
     replicates: int = 1000,
+    features: str = "final",
 ) -> dict[str, Any]:
     """Probe AUCs of the pretrained and of random encoders, and their paired difference.
 
@@ -119,10 +152,22 @@ def run_probe(
         ]
     }
     feats = {
-        name: [(encoder_features(e, train_images), encoder_features(e, test_images)) for e in encs]
+        name: [
+            (
+                encoder_features(e, train_images, features),
+                encoder_features(e, test_images, features),
+            )
+            for e in encs
+        ]
         for name, encs in encoders.items()
     }
-    out: dict[str, Any] = {"protocol": __doc__, "C": PROBE_C, "subsets": subsets, "tasks": {}}
+    out: dict[str, Any] = {
+        "protocol": __doc__,
+        "C": PROBE_C,
+        "subsets": subsets,
+        "features": features,
+        "tasks": {},
+    }
     kept: dict[str, list[tuple[np.ndarray, dict[str, list[np.ndarray]], np.ndarray]]] = {}
     shared_samples: list[np.ndarray] = []
     for task in tasks:

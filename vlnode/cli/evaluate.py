@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(repeatable), trained on --probe-train-split and judged on --split",
     )
     parser.add_argument("--probe-train-split", default="train", metavar="NAME")
+    parser.add_argument(
+        "--probe-features",
+        choices=("final", "stages"),
+        default="final",
+        help="probe features: the encoder's output (final, default) or the average-pooled "
+        "output of each ResNet stage side by side (stages); the same for the random inits",
+    )
     parser.set_defaults(func=run)
 
 
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             args.split,
             args.probe,
             replicates=args.bootstrap,
+            features=args.probe_features,
         )
         clean["linear_probe"] = probe
         print("\n".join(probe_lines(probe)))
