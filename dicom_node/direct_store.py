@@ -11,7 +11,8 @@ the images: with four associations in one process eight threads took turns at th
 of each P-DATA-TF PDU (PS3.8 9.3.5, Annex E), decodes the few command elements it needs
 (PS3.7 9.3.1.1; command sets are implicit VR little endian), writes the data set fragments to
 the spool's incoming file as they arrive (the same file, preamble and File Meta Information
-that pynetdicom's chunked reception writes), calls the store function when the last fragment
+that pynetdicom's chunked reception writes; sealed and written back every 256 KiB and at the
+end rather than per fragment), calls the store function when the last fragment
 is in, and sends the C-STORE-RSP. Everything else (C-ECHO, a request on a context that was not
 accepted, a command it cannot decode, a command split over several PDUs) is left to pynetdicom
 untouched: :meth:`DirectStore.take` returns the PDV items it did not take, and the caller
@@ -48,6 +49,11 @@ _US = struct.Struct("<H")
 _IS_COMMAND = 0x01  # message control header bits (PS3.8 E.2)
 _IS_LAST = 0x02
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+# Early write-back and the seal (IncomingFile.flush) every this many bytes, and after the last
+# fragment. Per fragment (about 100 KB from dcmtk) cost more CPU and made the final flush
+# slower here: one association, 300 CT images, the flush took 3.2-4.1 ms (median) against
+# 2.2-2.7 ms at 256 KiB, and the node's CPU fell 7-9% (perf stat, four associations).
+WRITEBACK_EVERY = 256 * 1024
 
 
 class StoreFunction(Protocol):
@@ -194,7 +200,8 @@ class DirectStore:
                 return self._give_back(items, offset)
             else:
                 message.incoming.write(fragment)
-                message.incoming.flush()
+                if control & _IS_LAST or message.incoming.unflushed >= WRITEBACK_EVERY:
+                    message.incoming.flush()
                 if control & _IS_LAST:
                     self._message = None
                     self._finish(message)

@@ -81,6 +81,11 @@ class IncomingFile:
             self.failure = exc
         return len(data)
 
+    @property
+    def unflushed(self) -> int:
+        """Bytes written since the last :meth:`flush`."""
+        return self._written - self._flushed
+
     def flush(self) -> None:
         if self.failure is not None:
             return

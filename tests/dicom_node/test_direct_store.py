@@ -257,3 +257,27 @@ def test_the_response_respects_the_peers_maximum_pdu_length(tmp_path: Path) -> N
     assert all(len(sent) - 6 <= 40 for sent in peer.sent)
     (response,) = peer.responses()
     assert response.AffectedSOPInstanceUID == sop_instance
+
+
+def test_the_stored_file_is_sealed_whole_after_many_fragments(tmp_path: Path) -> None:
+    from dicom_node.seal import can_seal, is_sealed_and_intact
+
+    if not can_seal(tmp_path):
+        pytest.skip("no extended attributes on the temporary folder's file system")
+    sealed: list[bool] = []
+
+    class SealCheckingPeer(Peer):
+        def store(self, received: Path, *args: Any) -> int | Dataset:
+            # Written back and sealed every 256 KiB: the last fragment must still be in.
+            sealed.append(is_sealed_and_intact(received))
+            return super().store(received, *args)
+
+    peer = SealCheckingPeer(tmp_path)
+    direct = peer.direct_store()
+    data = bytes(range(256)) * 2404  # 601 KiB: the last of 11 fragments ends no 256 KiB step
+    assert direct.take(memoryview(pdv(store_command(1, "1.2.3"), True, True))) is None
+    for start in range(0, len(data), 61440):
+        last = start + 61440 >= len(data)
+        assert direct.take(memoryview(pdv(data[start : start + 61440], False, last))) is None
+    assert sealed == [True]
+    assert peer.stored[0][0].endswith(data)
