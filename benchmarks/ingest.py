@@ -197,10 +197,12 @@ def send(files: list[Path], ae: str, port: int, associations: int) -> float:
 def durability_floor(files: list[Path], work: Path, spool_sync: str) -> float:
     """vlnode's durable steps per file, no network: the same code as the C-STORE handler.
 
-    Each file is written into the spool's incoming folder in 128 KB fragments with early
-    write-back (as it would arrive), then stored: identifiers read, fdatasync, link into
-    place, folder fsync, row committed.
+    Each file is written into the spool's incoming folder in 128 KB fragments, written back
+    and sealed every 256 KiB and at the end (as the direct store does while it arrives), then
+    stored: identifiers read, linked into place, made durable (syncfs on a sealed spool;
+    fdatasync and folder fsync on a portable one), row committed.
     """
+    from dicom_node.direct_store import WRITEBACK_EVERY
     from dicom_node.receiver import AssociationTally, StoreService
     from dicom_node.spool import Spool
     from store.database import make_engine, upgrade_schema
@@ -218,7 +220,8 @@ def durability_floor(files: list[Path], work: Path, spool_sync: str) -> float:
         incoming = service.spool.new_incoming_file()
         for offset in range(0, len(content), 131072):
             incoming.write(content[offset : offset + 131072])
-            incoming.flush()
+            if incoming.unflushed >= WRITEBACK_EVERY or offset + 131072 >= len(content):
+                incoming.flush()
         incoming.close()
         service.store(Path(incoming.name), syntax, "", "", tally)
     elapsed = time.perf_counter() - start
