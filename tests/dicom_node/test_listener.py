@@ -72,6 +72,23 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def in_process_node(data_dir: Path, log_level: str = "INFO", **node_settings: Any) -> Any:
+    """A node (not started) on a free port with its own data directory and node settings."""
+    from tests.conftest import free_port
+    from vlnode.node import Node
+    from vlnode.settings import LoggingSettings, NodeSettings, Settings, StoreSettings
+
+    return Node(
+        Settings(
+            node=NodeSettings(
+                port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16, **node_settings
+            ),
+            store=StoreSettings(data_dir=data_dir),
+            logging=LoggingSettings(level=log_level),
+        )
+    )
+
+
 @pytest.mark.peer
 def test_echoscu(running_node: Any) -> None:
     tool = require_tool("echoscu")
@@ -141,25 +158,14 @@ def test_compressed_series_stored_as_sent(running_node: Any, shared_data: Path) 
 
 @pytest.mark.peer
 def test_rejected_calling_ae_is_recorded(tmp_path: Path) -> None:
-    from tests.conftest import free_port
-    from vlnode.node import Node
-    from vlnode.settings import AllowedCaller, NodeSettings, Settings, StoreSettings
+    from vlnode.settings import AllowedCaller
 
-    settings = Settings(
-        node=NodeSettings(
-            port=free_port(),
-            bind_address="127.0.0.1",
-            min_free_disk_mb=16,
-            allowed_callers=(AllowedCaller(ae_title="PACS"),),
-        ),
-        store=StoreSettings(data_dir=tmp_path / "data"),
-    )
-    node = Node(settings)
+    node = in_process_node(tmp_path / "data", allowed_callers=(AllowedCaller(ae_title="PACS"),))
     node.start()
     try:
         tool = require_tool("echoscu")
         result = subprocess.run(
-            [tool, "-aet", "INTRUDER", "-aec", "VLNODE", "127.0.0.1", str(settings.node.port)],
+            [tool, "-aet", "INTRUDER", "-aec", "VLNODE", "127.0.0.1", str(node.settings.node.port)],
             env=DCMTK_ENV,
             capture_output=True,
             text=True,
@@ -168,7 +174,7 @@ def test_rejected_calling_ae_is_recorded(tmp_path: Path) -> None:
         assert result.returncode != 0
         assert "Calling AE Title Not Recognized" in result.stdout + result.stderr
         ok = subprocess.run(
-            [tool, "-aet", "PACS", "-aec", "VLNODE", "127.0.0.1", str(settings.node.port)],
+            [tool, "-aet", "PACS", "-aec", "VLNODE", "127.0.0.1", str(node.settings.node.port)],
             env=DCMTK_ENV,
             capture_output=True,
             text=True,
@@ -304,9 +310,6 @@ def test_pynetdicom_path_stores_the_same_files_as_the_direct_path(
     # At DEBUG level pynetdicom's logging handlers watch every PDU, so each C-STORE takes
     # pynetdicom's own path instead of dicom_node.direct_store: both must store the same bytes.
     from dicom_node.direct_store import DirectStore
-    from tests.conftest import free_port
-    from vlnode.node import Node
-    from vlnode.settings import LoggingSettings, NodeSettings, Settings, StoreSettings
 
     served_directly: list[object] = []
     finish = DirectStore._finish
@@ -321,13 +324,7 @@ def test_pynetdicom_path_stores_the_same_files_as_the_direct_path(
     assert count(running_node, Instance) == 3
     assert len(served_directly) == 3
     # Built after the first node: pynetdicom's logging switch is per process.
-    debug_node = Node(
-        Settings(
-            node=NodeSettings(port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16),
-            store=StoreSettings(data_dir=tmp_path / "debug-data"),
-            logging=LoggingSettings(level="DEBUG"),
-        )
-    )
+    debug_node = in_process_node(tmp_path / "debug-data", log_level="DEBUG")
     debug_node.start()
     try:
         storescu(debug_node, files)
@@ -344,21 +341,21 @@ def test_pynetdicom_path_stores_the_same_files_as_the_direct_path(
     assert direct == stored(tmp_path / "debug-data")
 
 
-@pytest.mark.peer
-def test_sender_aborting_mid_instance_leaves_nothing_behind(
-    running_node: Any, tmp_path: Path
-) -> None:
+def _begin_an_instance(node: Any) -> tuple[AE, Any]:
+    """Associate and send a C-STORE's command and the first bytes of its data set, no more.
+
+    Returns once the node has begun writing the data set into the spool's incoming folder.
+    """
     from pynetdicom.pdu_primitives import P_DATA
 
     from tests.dicom_node.test_direct_store import store_command
 
-    incoming = running_node.settings.store.data_dir / "spool" / ".incoming"
+    incoming = node.settings.store.data_dir / "spool" / ".incoming"
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-    assoc = ae.associate("127.0.0.1", running_node.settings.node.port, ae_title="VLNODE")
+    assoc = ae.associate("127.0.0.1", node.settings.node.port, ae_title="VLNODE")
     assert assoc.is_established
     context_id = assoc.accepted_contexts[0].context_id
-    # The command and the first part of a data set, then the sender gives up.
     pdata = P_DATA()
     pdata.presentation_data_value_list = [
         [context_id, b"\x03" + store_command(1, "1.2.3.4")],
@@ -366,8 +363,17 @@ def test_sender_aborting_mid_instance_leaves_nothing_behind(
     ]
     assoc.dul.send_pdu(pdata)
     wait_for(lambda: any(incoming.iterdir()))
-    assoc.abort()
+    return ae, assoc
+
+
+@pytest.mark.peer
+def test_sender_aborting_mid_instance_leaves_nothing_behind(
+    running_node: Any, tmp_path: Path
+) -> None:
+    ae, assoc = _begin_an_instance(running_node)
+    assoc.abort()  # the sender gives up
     ae.shutdown()
+    incoming = running_node.settings.store.data_dir / "spool" / ".incoming"
     wait_for(lambda: not any(incoming.iterdir()))
     wait_for(lambda: closed_associations(running_node) == 1)
     assert count(running_node, Instance) == 0
@@ -383,37 +389,12 @@ def test_sender_stalling_mid_instance_is_cut_off_after_the_network_timeout(
 ) -> None:
     # The rest of a data set is read without select (dicom_node.pynetdicom_tuning): a sender
     # that stops sending must still be cut off, and leave nothing behind.
-    from pynetdicom.pdu_primitives import P_DATA
-
-    from tests.conftest import free_port
-    from tests.dicom_node.test_direct_store import store_command
-    from vlnode.node import Node
-    from vlnode.settings import NodeSettings, Settings, StoreSettings
-
-    node = Node(
-        Settings(
-            node=NodeSettings(
-                port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16, network_timeout=1
-            ),
-            store=StoreSettings(data_dir=tmp_path / "vlnode-data"),
-        )
-    )
+    node = in_process_node(tmp_path / "vlnode-data", network_timeout=1)
     node.start()
     try:
-        incoming = node.settings.store.data_dir / "spool" / ".incoming"
-        ae = AE(ae_title="PYSCU")
-        ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-        assoc = ae.associate("127.0.0.1", node.settings.node.port, ae_title="VLNODE")
-        assert assoc.is_established
-        context_id = assoc.accepted_contexts[0].context_id
-        pdata = P_DATA()
-        pdata.presentation_data_value_list = [
-            [context_id, b"\x03" + store_command(1, "1.2.3.4")],
-            [context_id, b"\x00" + b"\x08\x00\x16\x00UI\x1a\x00" + b"1" * 20],
-        ]
-        assoc.dul.send_pdu(pdata)
-        wait_for(lambda: any(incoming.iterdir()))
+        ae, assoc = _begin_an_instance(node)
         # ... and nothing more: the node ends the association on its own.
+        incoming = node.settings.store.data_dir / "spool" / ".incoming"
         wait_for(lambda: not assoc.is_established, timeout=20)
         wait_for(lambda: not any(incoming.iterdir()))
         wait_for(lambda: closed_associations(node) == 1)
@@ -425,18 +406,7 @@ def test_sender_stalling_mid_instance_is_cut_off_after_the_network_timeout(
 
 @pytest.mark.peer
 def test_association_limit_rejects_one_more_and_is_audited(tmp_path: Path) -> None:
-    from tests.conftest import free_port
-    from vlnode.node import Node
-    from vlnode.settings import NodeSettings, Settings, StoreSettings
-
-    node = Node(
-        Settings(
-            node=NodeSettings(
-                port=free_port(), bind_address="127.0.0.1", min_free_disk_mb=16, max_associations=2
-            ),
-            store=StoreSettings(data_dir=tmp_path / "vlnode-data"),
-        )
-    )
+    node = in_process_node(tmp_path / "vlnode-data", max_associations=2)
     node.start()
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(Verification)
