@@ -40,11 +40,10 @@ For every association our server accepts, before its threads start, we:
    (C-ECHO, anything unusual). While a data set is arriving, its next PDU is read at once,
    without the loop's readiness checks (the socket's receive timeout is the node's network
    timeout, so a stalled sender is still cut off). It is used only when no handler is bound
-   to the events it
-   would skip (data, PDU and DIMSE received or sent): at DEBUG level pynetdicom's own logging
-   handlers are, and every message takes pynetdicom's path.
+   to the events it would skip (data, PDU and DIMSE received or sent): at DEBUG level
+   pynetdicom's own logging handlers are, and every message takes pynetdicom's path.
 
-Release, abort and timers are still checked every few milliseconds, as before.
+Timers are still checked by the DUL every 20 ms; release and abort wake both threads.
 
 pynetdicom is pinned exactly (pyproject.toml); ``tests/dicom_node/test_pynetdicom_tuning.py``
 fails loudly if a new version changes the code this mirrors.

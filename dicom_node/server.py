@@ -327,19 +327,18 @@ class Listener:
         return status.SUCCESS
 
     def _on_store(self, event: Any) -> Any:
-        tally = self._tally(event.assoc)
         request = event.request
-        return self.service.store(
+        return self._store_function(event.assoc)(
             event.dataset_path,
             str(event.context.transfer_syntax),
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),
-            tally,
-            write_failure=received_file_failure(request),
+            received_file_failure(request),
         )
 
     def _store_function(self, assoc: Any) -> StoreFunction:
-        """``_on_store`` for C-STORE requests served on the network thread (direct store)."""
+        """How one association's data sets are stored: by the direct store on the network
+        thread, and by ``_on_store`` when pynetdicom serves the request."""
         tally = self._tally(assoc)
 
         def store(

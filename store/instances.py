@@ -11,9 +11,7 @@ store.write_lock and run on the process's one writing connection.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
@@ -59,7 +57,7 @@ class InstanceIndex:
         transaction, re-opening a study that was ready.
         """
         learned: _Learned = []
-        with self._writer.held() as shared, self._transaction(shared) as conn:
+        with self._writer.transaction() as conn:
             study_id = self._study_id(conn, item, learned)
             series_id = self._series_id(conn, item, study_id, learned)
             new = (
@@ -89,15 +87,6 @@ class InstanceIndex:
     def close(self) -> None:
         """Release the writing connection (SQLite); a later record() opens a new one."""
         self._writer.close()
-
-    @contextlib.contextmanager
-    def _transaction(self, shared: Connection | None) -> Iterator[Connection]:
-        if shared is None:
-            with self.engine.begin() as conn:
-                yield conn
-        else:
-            with shared.begin():
-                yield shared
 
     def _study_id(self, conn: Connection, item: ReceivedInstance, learned: _Learned) -> int:
         return self._row_id(

@@ -7,12 +7,12 @@ for a lock held for half a millisecond. Writers of the receive path take this lo
 thread lock within the process, and an advisory lock on a file beside the database across
 listener processes (``flock``), so the next writer is woken the moment the lock is free.
 
-Holding the lock also gives the process's one writing connection. Each SQLite connection has
-its own page cache, dropped whenever another connection has written: with a connection per
-thread, every instance's transaction re-read the pages it touches.
+A transaction taken through the lock runs on the process's one writing connection. Each
+SQLite connection has its own page cache, dropped whenever another connection has written:
+with a connection per thread, every instance's transaction re-read the pages it touches.
 
-Other databases (PostgreSQL) queue writers themselves and keep their own caches: the lock is
-then a no-op and each transaction takes a pooled connection.
+Other databases (PostgreSQL) queue writers themselves and keep their own caches: there is no
+lock, and each transaction takes a pooled connection.
 """
 
 from __future__ import annotations
@@ -41,20 +41,20 @@ class WriterLock:
         self._connection: Connection | None = None
 
     @contextlib.contextmanager
-    def held(self) -> Iterator[Connection | None]:
-        """Hold the lock for one write transaction; yields the connection to write with.
-
-        None when the database needs no lock (begin a transaction on the engine instead).
-        """
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction, committed at the end (rolled back on an exception)."""
         if self._path is None:
-            yield None
+            with self.engine.begin() as conn:
+                yield conn
             return
         with self._thread_lock:
             if self._fd < 0:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o640)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                yield self._writer_connection()
+                connection = self._writer_connection()
+                with connection.begin():
+                    yield connection
             except BaseException:
                 self._drop_connection()  # a failed transaction may leave it unusable
                 raise

@@ -20,7 +20,7 @@ def test_threads_take_turns(tmp_path: Path) -> None:
     release = threading.Event()
 
     def first() -> None:
-        with lock.held():
+        with lock.transaction():
             events.append("first in")
             inside.set()
             release.wait(10)
@@ -28,7 +28,7 @@ def test_threads_take_turns(tmp_path: Path) -> None:
 
     def second() -> None:
         inside.wait(10)
-        with lock.held():
+        with lock.transaction():
             events.append("second in")
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -62,30 +62,29 @@ def test_another_process_holding_the_lock_is_waited_for(tmp_path: Path) -> None:
     ) as holder:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         lock = WriterLock(create_engine(f"sqlite:///{tmp_path / 'node.db'}"))
-        with lock.held():
+        with lock.transaction():
             assert marker.exists()  # got the lock only after the other process let it go
         holder.wait(10)
 
 
 def test_no_lock_file_for_an_in_memory_or_server_database(tmp_path: Path) -> None:
     for url in ("sqlite://", "sqlite:///:memory:"):
-        with WriterLock(create_engine(url)).held():
+        with WriterLock(create_engine(url)).transaction():
             pass
     assert list(tmp_path.iterdir()) == []
 
 
 def test_one_warm_connection_is_reused_until_a_transaction_fails(tmp_path: Path) -> None:
     lock = WriterLock(create_engine(f"sqlite:///{tmp_path / 'node.db'}"))
-    with lock.held() as first:
+    with lock.transaction() as first:
         assert first is not None
         first.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        first.commit()
-    with lock.held() as again:
+    with lock.transaction() as again:
         assert again is first
-    with pytest.raises(RuntimeError), lock.held() as failing:
+    with pytest.raises(RuntimeError), lock.transaction() as failing:
         assert failing is first
         raise RuntimeError("the transaction failed")
-    with lock.held() as fresh:
+    with lock.transaction() as fresh:
         assert fresh is not None and fresh is not first
         assert fresh.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
     lock.close()
