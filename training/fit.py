@@ -239,6 +239,40 @@ class _WeightAverage:
         self.shadow = live
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (AMX or AVX512-BF16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The training step's autocast precision, or None for float32 throughout."""
+    o = config.optim
+    if device.type == "cuda":
+        return torch.float16 if o.mixed_precision else None
+    if device.type == "cpu" and o.cpu_bfloat16:
+        if cpu_has_native_bfloat16():
+            return torch.bfloat16
+        print(
+            "optim.cpu_bfloat16: this CPU has no native bfloat16 (AMX or AVX512-BF16); "
+            "training in float32 instead, which is slower but gives the same kind of model",
+            flush=True,
+        )
+    return None
+
+
+def _set_layout(module: torch.nn.Module, layout: torch.memory_format) -> None:
+    """Move a module's 4D weights to ``layout`` (``Module.to`` takes it; its stubs do not)."""
+    module.to(memory_format=layout)  # type: ignore[call-overload]
+
+
+def _to_input(images: torch.Tensor) -> torch.Tensor:
+    """A 2D batch in the channels-last layout the image encoder was given for training."""
+    return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
+
+
 def _lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -385,8 +419,13 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, o.warmup_steps, total_steps)
     )
-    use_amp = o.mixed_precision and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(config, ctx.device)
+    use_amp = amp_dtype is not None
+    # Loss scaling guards float16's narrow range; bfloat16 has float32's and needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if config.model.image.spatial_dims == 2:
+        # NHWC: oneDNN's and cuDNN's fast convolution layout (1.3x on this CPU in float32).
+        _set_layout(model.image_encoder, torch.channels_last)
     average = _WeightAverage(model, o.ema_decay) if o.ema_decay > 0 else None
 
     start_epoch, step, best_loss, best_epoch = 0, 0, math.inf, -1
@@ -432,9 +471,9 @@ def train(
                 strength = o.image_image_augment
                 pair = torch.cat([augment(raw, gen, strength), augment(raw, gen, strength)])
                 images = torch.cat([images, pair])
-            images = images.float().to(ctx.device, non_blocking=True)
+            images = _to_input(images.float().to(ctx.device, non_blocking=True))
             ids = [rng.choice(train_view_ids[i]) for i in idx]
-            with torch.autocast(ctx.device.type, enabled=use_amp):
+            with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=use_amp):
                 feats = model.image_encoder(images)
                 img = model.project_image(feats[: len(idx)])
                 txt = _encode_texts(model, bank, ids, tokenizer, ctx.device)
@@ -534,6 +573,7 @@ def train(
         best_epoch = epoch_done
         if average is not None:
             average.swap(model)
+    _set_layout(model.image_encoder, torch.contiguous_format)
     model.eval()
     return TrainResult(
         model=model,

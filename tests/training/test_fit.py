@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.config import TrainConfigError, load_train_config
+from training import fit
+from training.config import TrainConfig, TrainConfigError, load_train_config
 from training.distributed import DistContext
-from training.fit import train
+from training.fit import TrainResult, train
 
 from .conftest import write_train_config
 
@@ -34,6 +35,12 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, archive: Path
     resumed = train(config, tmp_path / "split", CPU, progress=False)
     assert resumed.epochs_run == 1
     _assert_same_weights(whole.model, resumed.model)
+
+
+def _stopped_after_three_steps_and_resumed(config: TrainConfig, run_dir: Path) -> TrainResult:
+    first = replace(config, optim=replace(config.optim, max_steps=3))
+    train(first, run_dir, CPU, progress=False)
+    return train(config, run_dir, CPU, progress=False)
 
 
 def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -67,9 +74,7 @@ def test_weight_average_becomes_the_model_and_resumes_exactly(
     name = "image_projection.weight"
     assert not torch.allclose(live["model"][name], averaged[name])
 
-    first = replace(config, optim=replace(config.optim, max_steps=3))
-    train(first, tmp_path / "split", CPU, progress=False)
-    resumed = train(config, tmp_path / "split", CPU, progress=False)
+    resumed = _stopped_after_three_steps_and_resumed(config, tmp_path / "split")
     _assert_same_weights(whole.model, resumed.model)
 
 
@@ -96,9 +101,7 @@ def test_image_image_loss_trains_its_head_and_resumes_exactly(
     name = "image_encoder.net.conv1.weight"
     assert not torch.allclose(without.model.state_dict()[name], whole.model.state_dict()[name])
 
-    first = replace(config, optim=replace(config.optim, max_steps=3))
-    train(first, tmp_path / "split", CPU, progress=False)
-    resumed = train(config, tmp_path / "split", CPU, progress=False)
+    resumed = _stopped_after_three_steps_and_resumed(config, tmp_path / "split")
     _assert_same_weights(whole.model, resumed.model)
     again = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["ssl_head"]
     for key, value in head.items():
@@ -112,3 +115,43 @@ def test_image_image_settings_are_checked(tmp_path: Path, archive: Path) -> None
         load_train_config(
             write_train_config(tmp_path, archive, image_image_weight=1.0, image_image_augment=4)
         )
+
+
+def test_autocast_precision_follows_the_device_and_the_config(
+    tmp_path: Path,
+    archive: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plain = load_train_config(write_train_config(tmp_path, archive))
+    bf16 = replace(plain, optim=replace(plain.optim, cpu_bfloat16=True))
+    cuda = torch.device("cuda")
+    assert fit.autocast_dtype(plain, cuda) is torch.float16
+    no_amp = replace(plain, optim=replace(plain.optim, mixed_precision=False))
+    assert fit.autocast_dtype(no_amp, cuda) is None
+    assert fit.autocast_dtype(plain, CPU.device) is None  # float32 unless asked for
+    monkeypatch.setattr(fit, "cpu_has_native_bfloat16", lambda: True)
+    assert fit.autocast_dtype(bf16, CPU.device) is torch.bfloat16
+    # Emulated bfloat16 would be slower than float32: the run says so and keeps float32.
+    monkeypatch.setattr(fit, "cpu_has_native_bfloat16", lambda: False)
+    assert fit.autocast_dtype(bf16, CPU.device) is None
+    assert "no native bfloat16" in capsys.readouterr().out
+
+
+def test_bfloat16_training_resumes_exactly_and_hands_back_float32_weights(
+    tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fit, "cpu_has_native_bfloat16", lambda: True)  # emulated is fine here
+    plain = load_train_config(write_train_config(tmp_path, archive, epochs=2))
+    config = replace(plain, optim=replace(plain.optim, cpu_bfloat16=True))
+    float32 = train(plain, tmp_path / "float32", CPU, progress=False)
+    whole = train(config, tmp_path / "whole", CPU, progress=False)
+    for name, value in whole.model.state_dict().items():
+        # The package writer needs plain float32 tensors in the standard layout.
+        assert value.dtype in (torch.float32, torch.int64) and value.is_contiguous(), name
+    # The convolutions really ran in bfloat16: the weights drift from the float32 run's.
+    conv = "image_encoder.net.conv1.weight"
+    assert not torch.allclose(float32.model.state_dict()[conv], whole.model.state_dict()[conv])
+
+    resumed = _stopped_after_three_steps_and_resumed(config, tmp_path / "split")
+    _assert_same_weights(whole.model, resumed.model)
