@@ -6,12 +6,13 @@ committed under ``conf/findings`` finds ``../shared/data`` from any working dire
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from inference.models.config import DualEncoderConfig, ModelConfigError
+from inference.toml_file import read_toml
+from training.archive.entities import LexiconError, load_lexicon
 
 
 class TrainConfigError(ValueError):
@@ -28,6 +29,10 @@ class DataConfig:
     # Extra text-only reports for the tokenizer (and masked-language pretraining).
     extra_text: tuple[Path, ...] = ()
     limit: int = 0  # >0: use only the first N training records (tests, smoke runs)
+    # A lexicon of radiology entities (training/archive/entities.py): when set, each training
+    # record gets one more text view, the entities named in ``entity_sections``.
+    entity_lexicon: Path | None = None
+    entity_sections: tuple[str, ...] = ("caption",)
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,7 @@ class TrainConfig:
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a training configuration; raise :class:`TrainConfigError` naming what is wrong."""
     file = Path(path).resolve()
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TrainConfigError(f"cannot read training configuration {str(file)!r}: {exc}") from exc
+    raw = read_toml(file, "training configuration", TrainConfigError)
     base = file.parent
     allowed = {"name", "task", "preset", "model", "catalogue", "data", "optim", "evaluate", "card"}
     unknown = sorted(set(raw) - allowed)
@@ -106,10 +108,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     model_data: dict[str, Any] = {}
     if "preset" in raw:
         preset = base / str(raw["preset"])
-        try:
-            model_data = tomllib.loads(preset.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise TrainConfigError(f"{file}: cannot read preset {str(preset)!r}: {exc}") from exc
+        model_data = read_toml(preset, f"the preset of {file}:", TrainConfigError)
     model_data = _merge(model_data, raw.get("model", {}))
     try:
         model = DualEncoderConfig.from_dict(model_data)
@@ -123,7 +122,16 @@ def load_train_config(path: str | Path) -> TrainConfig:
         archive=(base / data.archive).resolve(),
         extra_text=tuple((base / p).resolve() for p in data.extra_text),
         text_views=tuple(tuple(v) for v in data.text_views),
+        entity_lexicon=(base / data.entity_lexicon).resolve() if data.entity_lexicon else None,
+        entity_sections=tuple(data.entity_sections),
     )
+    if data.entity_lexicon is not None:
+        if not data.entity_sections:
+            raise TrainConfigError(f"{file}: data.entity_sections needs at least one section name")
+        try:
+            load_lexicon(data.entity_lexicon)
+        except LexiconError as exc:
+            raise TrainConfigError(f"{file}: data.entity_lexicon: {exc}") from exc
     if not data.text_views or not all(data.text_views):
         raise TrainConfigError(f"{file}: data.text_views needs at least one non-empty list")
     optim = _section(OptimConfig, raw.get("optim", {}), "optim", file)

@@ -11,6 +11,7 @@ from inference.models.config import ImageEncoderConfig
 from inference.models.preprocess import to_tensor
 from inference.volume.image_file import read_image_file
 from inference.volume.types import Image2D, Volume3D, VolumeError
+from training.archive.entities import EntityLexicon
 from training.archive.records import ArchiveRecord, ReadSummary
 
 
@@ -80,6 +81,21 @@ def text_views(record: ArchiveRecord, views: Sequence[Sequence[str]]) -> tuple[s
         if fallback:
             out.append(fallback)
     return tuple(out)
+
+
+def training_views(
+    record: ArchiveRecord,
+    views: Sequence[Sequence[str]],
+    lexicon: EntityLexicon | None = None,
+    entity_sections: Sequence[str] = ("caption",),
+) -> tuple[str, ...]:
+    """The texts a training image is paired with, one sampled per epoch: its text views, and
+    with a lexicon its entity view (the entities named in ``entity_sections``) as one more."""
+    texts = text_views(record, views)
+    if lexicon is None:
+        return texts
+    entities = lexicon.view(record.text(tuple(entity_sections)))
+    return texts + ((entities,) if entities and entities not in texts else ())
 
 
 def augment(

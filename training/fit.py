@@ -28,8 +28,9 @@ from inference.models.dual_encoder import DualEncoder, projection_head
 from inference.models.ensemble import DualEncoderEnsemble, FindingsNetwork
 from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_wordpiece
 from training.archive import ArchiveRecord, ReadSummary, read_archive
+from training.archive.entities import load_lexicon
 from training.config import TrainConfig
-from training.datasets import ImageSet, augment, load_images, text_views
+from training.datasets import ImageSet, augment, load_images, text_views, training_views
 from training.distributed import DistContext, all_gather_with_grad, mean_over_ranks
 from training.loss import contrastive_loss, image_image_loss
 from training.mlm import pretrain_mlm
@@ -364,7 +365,10 @@ def train(
             f"({o.batch_size} x {ctx.world_size} processes)"
         )
     views = config.data.text_views
-    train_views = [text_views(r, views) for r in train_set.records]
+    lexicon = load_lexicon(config.data.entity_lexicon) if config.data.entity_lexicon else None
+    train_views = [
+        training_views(r, views, lexicon, config.data.entity_sections) for r in train_set.records
+    ]
     # Dev pairs use the first view only (the caption for MedPix), a fixed target.
     dev_texts = [text_views(r, views[:1]) or text_views(r, views) for r in dev_set.records]
     all_texts = sorted({t for vs in train_views + dev_texts for t in vs})

@@ -65,6 +65,14 @@ def train_and_package(
         "dev_split": config.data.dev_split,
         "train_records": result.train_records,
         "text_views": [list(v) for v in config.data.text_views],
+        "entity_view": (
+            {
+                "lexicon": config.data.entity_lexicon.name,
+                "sections": list(config.data.entity_sections),
+            }
+            if config.data.entity_lexicon is not None
+            else None
+        ),
         "best_epoch": result.best_epoch,
         "best_dev_loss": result.best_dev_loss,
         "epochs": config.optim.epochs,
@@ -179,7 +187,16 @@ def write_package_card(
                 f"({info['train_records']} image/text pairs).",
                 f"- Licence of the data: {licence}.",
                 f"- Training text (free text only): views {info['text_views']}, one sampled per "
-                "image and epoch. The archive's label columns (for MedPix `modality`, `plane`, "
+                "image and epoch"
+                + (
+                    ", and an entity view: the radiology terms named in "
+                    f"{info['entity_view']['sections']}, found with the lexicon "
+                    f"`{info['entity_view']['lexicon']}` "
+                    "(KAD's entity extraction as a word lookup in the free text)"
+                    if info.get("entity_view")
+                    else ""
+                )
+                + ". The archive's label columns (for MedPix `modality`, `plane`, "
                 "`location`, `location_category`) are never put into the training text and "
                 "never used as training targets: they judge the zero-shot scores below.",
                 "- Text encoder: all-MiniLM-L6-v2, Apache-2.0 (sentence-transformers)."

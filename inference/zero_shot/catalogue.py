@@ -27,9 +27,10 @@ templates that vary the other attributes (modality, region) leaves the attribute
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from inference.toml_file import read_toml
 
 
 class CatalogueError(ValueError):
@@ -73,10 +74,7 @@ class FindingCatalogue:
 def load_catalogue(path: str | Path) -> FindingCatalogue:
     """Read and check a catalogue; :class:`CatalogueError` names the entry that is wrong."""
     file = Path(path)
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CatalogueError(f"cannot read finding catalogue {str(file)!r}: {exc}") from exc
+    raw = read_toml(file, "finding catalogue", CatalogueError)
     templates = raw.get("templates", {})
     if not isinstance(templates, dict) or not all(
         isinstance(v, list) and all(isinstance(t, str) and "{}" in t for t in v)

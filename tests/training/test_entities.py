@@ -1,0 +1,130 @@
+"""Entity views: the radiology terms a free text names, found with a lexicon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.archive.entities import LexiconError, load_lexicon
+from training.archive.records import ArchiveRecord
+from training.config import TrainConfigError, load_train_config
+from training.datasets import training_views
+
+from .conftest import write_train_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+LEXICON = """
+[[entity]]
+name = "CT"
+terms = ["CT", "computed tomography"]
+
+[[entity]]
+name = "MRI"
+terms = ["MR", "MRI"]
+
+[[entity]]
+name = "sagittal"
+terms = ["sagittal"]
+
+[[entity]]
+name = "fat suppressed"
+terms = ["fat sat", "fat-saturated"]
+"""
+
+
+def _lexicon(tmp_path: Path, text: str = LEXICON) -> Path:
+    path = tmp_path / "entities.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_entities_are_named_once_in_the_order_the_text_names_them(tmp_path: Path) -> None:
+    lexicon = load_lexicon(_lexicon(tmp_path))
+    text = "Sagittal fat-saturated MRI, then CT; the MRI again and computed  tomography."
+    assert lexicon.find(text) == ["sagittal", "fat suppressed", "MRI", "CT"]
+    assert lexicon.view(text) == "sagittal, fat suppressed, MRI, CT"
+    assert lexicon.view("a normal chest radiograph") == ""
+
+
+def test_capitalised_terms_match_case_sensitively_and_all_terms_as_whole_words(
+    tmp_path: Path,
+) -> None:
+    lexicon = load_lexicon(_lexicon(tmp_path))
+    # "ct" in a word, lowercase "ct", "Mr." as a title and "MRIs-like" words are not the modality.
+    assert lexicon.find("the act of a ct scan, seen by Mr. Smith; CTA; pre-MRI") == []
+    # Lowercase terms match in any case; hyphens and word characters bound a match.
+    assert lexicon.find("FAT SAT images, SAGITTAL view") == ["fat suppressed", "sagittal"]
+    assert lexicon.find("parasagittal") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name = 1", "no \\[\\[entity\\]\\] tables"),
+        ("[[entity]]\nterms = ['CT']", "entity 1 has no name"),
+        ("[[entity]]\nname = 'CT'\nterms = []", "'CT': terms must be a list"),
+        ("[[entity]]\nname = 'CT'\nterms = 'CT'", "'CT': terms must be a list"),
+        ("[[entity", "cannot read entity lexicon"),
+    ],
+)
+def test_a_bad_lexicon_is_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(LexiconError, match=message):
+        load_lexicon(_lexicon(tmp_path, text))
+    with pytest.raises(LexiconError, match="cannot read entity lexicon"):
+        load_lexicon(tmp_path / "missing.toml")
+
+
+def test_the_entity_view_joins_the_training_views_of_a_record(tmp_path: Path) -> None:
+    lexicon = load_lexicon(_lexicon(tmp_path))
+    record = ArchiveRecord(
+        key="a.png",
+        case_id="c1",
+        split="train",
+        sources=(),
+        sections=(("caption", "Sagittal MRI of the knee"), ("findings", "CT was normal")),
+        labels=(("modality", "CT"),),  # a label column is never read for the view
+    )
+    views = [["caption"], ["caption", "findings"]]
+    assert training_views(record, views) == (
+        "Sagittal MRI of the knee",
+        "Sagittal MRI of the knee CT was normal",
+    )
+    with_entities = training_views(record, views, lexicon)
+    assert with_entities[-1] == "sagittal, MRI"
+    both = training_views(record, views, lexicon, ("caption", "findings"))
+    assert both[-1] == "sagittal, MRI, CT"
+    plain = ArchiveRecord(
+        key="b.png",
+        case_id="c2",
+        split="train",
+        sources=(),
+        sections=(("caption", "normal study"),),
+    )
+    assert training_views(plain, views, lexicon) == ("normal study",)
+
+
+def test_the_config_checks_its_lexicon(tmp_path: Path, archive: Path) -> None:
+    path = write_train_config(tmp_path, archive)
+    text = path.read_text(encoding="utf-8")
+    data = f'[data]\narchive = "{archive}"\n'
+    bad = text.replace(data, data + 'entity_lexicon = "nowhere.toml"\n')
+    path.write_text(bad, encoding="utf-8")
+    with pytest.raises(TrainConfigError, match=r"data\.entity_lexicon.*nowhere\.toml"):
+        load_train_config(path)
+    _lexicon(tmp_path)
+    good = text.replace(data, data + 'entity_lexicon = "entities.toml"\n')
+    path.write_text(good, encoding="utf-8")
+    config = load_train_config(path)
+    assert config.data.entity_lexicon == tmp_path / "entities.toml"
+    assert config.data.entity_sections == ("caption",)
+
+
+def test_the_shipped_radiology_lexicon_reads_medpix_style_captions() -> None:
+    lexicon = load_lexicon(REPO / "conf" / "findings" / "radiology-entities.toml")
+    caption = "Fat-saturated Sagittal T2 MRI of the lumbar spine shows a mass"
+    assert lexicon.view(caption) == "fat suppressed, sagittal, T2 weighted, MRI, spine"
+    assert lexicon.view("Axial contrast enhanced CT of the abdomen") == (
+        "axial, contrast enhanced, CT, abdomen"
+    )
