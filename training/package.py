@@ -69,7 +69,12 @@ def write_package(
     tmp.mkdir(parents=True)
     config = model.config
     reference: dict[str, str] | None = None
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Stored as float16: half the size (a seed ensemble stays a few MB), and the loader's
+    # load_state_dict restores float32; the package's figures are measured on these weights.
+    state = {
+        k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     text = config.text
     if text.source == "pretrained" and text.trainable_layers >= 0 and not text.store_weights:
         # The frozen part of a pretrained encoder is referenced by its hash; the layers that

@@ -70,7 +70,8 @@ def test_members_are_the_seed_runs_and_similarities_are_averaged(
     )
     loaded = load_findings_package(package)
     assert isinstance(loaded.model, DualEncoderEnsemble)
-    assert torch.allclose(loaded.embed_images(images), joint.detach(), atol=1e-5)
+    # The package stores float16 weights: embeddings agree to about 1e-3.
+    assert torch.allclose(loaded.embed_images(images), joint.detach(), atol=2e-3)
 
     from training.workflow import probe_package
 

@@ -49,6 +49,35 @@ def test_package_round_trip_gives_the_same_embeddings(package: Path, archive: Pa
     assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+def test_weights_are_stored_in_half_precision_and_load_as_float32(
+    tmp_path: Path, archive: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    config = load_train_config(write_train_config(tmp_path, archive, epochs=1))
+    trained = train(config, tmp_path / "run", CPU, progress=False)
+    destination = tmp_path / "models" / config.name / "1"
+    write_package(
+        destination,
+        config.name,
+        "1",
+        "findings",
+        trained.model,
+        trained.tokenizer,
+        config.catalogue,
+    )
+    stored = load_file(str(destination / "weights.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    loaded = load_findings_package(destination)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    texts = ["Axial CT of the chest", "Sagittal T2 MRI"]
+    tokens = trained.tokenizer(texts)
+    with torch.no_grad():
+        before = trained.model.encode_text(tokens.input_ids, tokens.attention_mask)
+    # Rounding the weights to float16 moves a unit embedding by about 1e-3 at most.
+    assert torch.allclose(loaded.embed_texts(texts), before, atol=1e-2)
+
+
 def test_altered_package_is_refused(package: Path) -> None:
     verify_package(package)
     weights = package / "weights.safetensors"

@@ -90,4 +90,5 @@ def test_top_layer_trains_and_the_package_keeps_only_it(tmp_path: Path, archive:
     batch = result.tokenizer(TEXTS)
     with torch.no_grad():
         expected = result.model.encode_text(batch.input_ids, batch.attention_mask)
-    assert torch.allclose(loaded.embed_texts(TEXTS), expected, atol=1e-5)
+    # The package stores float16 weights: embeddings agree to about 1e-3.
+    assert torch.allclose(loaded.embed_texts(TEXTS), expected, atol=2e-3)
