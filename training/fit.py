@@ -53,6 +53,7 @@ class TrainResult:
     seconds: float
     summary: tuple[ReadSummary, ...]
     train_records: int
+    precision: str = "float32"  # the training step's arithmetic
 
 
 def seed_everything(seed: int) -> None:
@@ -589,6 +590,7 @@ def train(
         seconds=time.monotonic() - started,
         summary=tuple(summaries),
         train_records=len(train_set.records),
+        precision=f"{amp_dtype} autocast".removeprefix("torch.") if use_amp else "float32",
     )
 
 
@@ -619,6 +621,7 @@ def _train_members(
         seconds=sum(r.seconds for r in results),
         summary=first.summary,
         train_records=first.train_records,
+        precision=first.precision,
     )
 
 

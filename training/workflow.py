@@ -78,6 +78,7 @@ def train_and_package(
         "epochs": config.optim.epochs,
         "seed": config.optim.seed,
         "seconds": round(result.seconds, 1),
+        "precision": result.precision,
         "run_dir": str(run_dir),
         "skipped": [s.to_dict() for s in result.summary],
     }
@@ -243,6 +244,8 @@ def write_package_card(
                 f"- Command: `vlnode train --config {Path(info['config']).name}` "
                 f"(seed {info['seed']}, {info['epochs']} epochs, {info['seconds']:.0f} s on "
                 "the machine that trained it).",
+                f"- Arithmetic: {info.get('precision', 'float32')} in training; the package "
+                "stores the weights as float16 (its figures are measured on those).",
                 (
                     f"- Model selection: the epoch with the lowest dev contrastive loss (epoch "
                     f"{info['best_epoch']}), a label-free criterion; dev labels were not used."

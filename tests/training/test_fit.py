@@ -146,6 +146,7 @@ def test_bfloat16_training_resumes_exactly_and_hands_back_float32_weights(
     config = replace(plain, optim=replace(plain.optim, cpu_bfloat16=True))
     float32 = train(plain, tmp_path / "float32", CPU, progress=False)
     whole = train(config, tmp_path / "whole", CPU, progress=False)
+    assert (float32.precision, whole.precision) == ("float32", "bfloat16 autocast")
     for name, value in whole.model.state_dict().items():
         # The package writer needs plain float32 tensors in the standard layout.
         assert value.dtype in (torch.float32, torch.int64) and value.is_contiguous(), name
