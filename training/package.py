@@ -59,7 +59,7 @@ def write_package(
     The files are written into a temporary sibling folder and renamed into place at the end,
     so a crash leaves no half-written package behind.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise FileExistsError(f"package {destination} exists already; versions are never reused")
@@ -94,7 +94,9 @@ def write_package(
             if not _member_key(k).startswith("text_encoder.bert.")
             or _member_key(k).startswith(trained)
         }
-    save_file(state, str(tmp / WEIGHTS))
+    # Written like the other files, so the umask sets its mode (save_file makes it 0600, and a
+    # node running as another user than the trainer could not read it).
+    (tmp / WEIGHTS).write_bytes(save(state))
     (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save(tmp / TOKENIZER)
     shutil.copyfile(catalogue, tmp / CATALOGUE)

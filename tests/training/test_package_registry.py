@@ -66,7 +66,10 @@ def test_weights_are_stored_in_half_precision_and_load_as_float32(
         trained.tokenizer,
         config.catalogue,
     )
-    stored = load_file(str(destination / "weights.safetensors"))
+    weights = destination / "weights.safetensors"
+    # The weights get the mode of every other file of the package (the umask's), not 0600.
+    assert weights.stat().st_mode == (destination / "config.json").stat().st_mode
+    stored = load_file(str(weights))
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
     loaded = load_findings_package(destination)
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
