@@ -10,6 +10,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import Engine, delete, func, select
 
 from dicom_node import status
+from dicom_node.incoming import IncomingFile
 from dicom_node.receiver import AssociationTally, StoreService
 from dicom_node.recovery import RunMarker, record_unrecorded_files
 from dicom_node.spool import Spool
@@ -21,8 +22,12 @@ from vlnode.node import Node
 from vlnode.settings import NodeSettings, Settings, StoreSettings
 
 
-def received_file(spool: Spool, ds: Dataset) -> Path:
-    """The file pynetdicom's chunked reception leaves for the handler: Part 10, in .incoming."""
+def received_file(spool: Spool, ds: Dataset) -> IncomingFile:
+    """The file pynetdicom's chunked reception leaves for the handler: Part 10, in .incoming.
+
+    The caller holds it until the handler is done, as pynetdicom does: a dropped IncomingFile
+    removes its file when the garbage collector gets to it (it refers to itself).
+    """
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     incoming = spool.new_incoming_file()
@@ -31,7 +36,7 @@ def received_file(spool: Spool, ds: Dataset) -> Path:
         incoming.write(content[offset : offset + 4096])
         incoming.flush()
     incoming.close()
-    return Path(incoming.name)
+    return incoming
 
 
 def receive(service: StoreService, count: int) -> list[tuple[str, Dataset]]:
@@ -39,8 +44,9 @@ def receive(service: StoreService, count: int) -> list[tuple[str, Dataset]]:
     sent = []
     for index in range(count):
         ds = ct_slice(study, series, index)
+        incoming = received_file(service.spool, ds)
         result = service.store(
-            received_file(service.spool, ds),
+            Path(incoming.name),
             ExplicitVRLittleEndian,
             ds.SOPClassUID,
             ds.SOPInstanceUID,
@@ -132,13 +138,15 @@ def test_resent_instance_whose_row_was_lost_is_stored_again(tmp_path: Path) -> N
     lose_rows(engine, [sop])
     tally = AssociationTally(None, "PACS")
     # The file is there with no row: the re-sent copy takes its place and is recorded as new.
-    resent = received_file(service.spool, ds)
+    resent_file = received_file(service.spool, ds)
+    resent = Path(resent_file.name)
     result = service.store(resent, ExplicitVRLittleEndian, "", sop, tally)
     assert (result, tally.stored, tally.duplicate) == (status.SUCCESS, 1, 0)
     assert sop in rows(engine)
     assert not resent.exists()
     # Sent once more: a duplicate, stored once, and its temporary file is gone.
-    again = received_file(service.spool, ds)
+    again_file = received_file(service.spool, ds)
+    again = Path(again_file.name)
     service.store(again, ExplicitVRLittleEndian, "", sop, tally)
     assert tally.duplicate == 1
     assert not again.exists()
