@@ -73,6 +73,11 @@ class OptimConfig:
     image_image_weight: float = 0.0
     image_image_temperature: float = 0.1
     image_image_augment: float = 2.0
+    # >0 (with data.entity_lexicon): the entity view is not one more sampled text view but
+    # a second image-text loss of its own, with this weight, in every step: each image
+    # against the entity views of the batch (KAD's image-entity alignment beside the
+    # image-report one). Images whose text names no entity sit that loss out.
+    entity_loss_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,11 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if optim.image_image_weight > 0 and not 0 < optim.image_image_augment <= 3:
         raise TrainConfigError(
             f"{file}: optim.image_image_augment = {optim.image_image_augment}: must be in (0, 3]"
+        )
+    if optim.entity_loss_weight < 0 or (optim.entity_loss_weight > 0 and not data.entity_lexicon):
+        raise TrainConfigError(
+            f"{file}: optim.entity_loss_weight = {optim.entity_loss_weight}: must be >= 0, and "
+            "> 0 only with data.entity_lexicon (the lexicon that finds the entities)"
         )
     evaluate = raw.get("evaluate", {})
     probe = evaluate.get("probe", []) if isinstance(evaluate, dict) else None

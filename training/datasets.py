@@ -94,8 +94,15 @@ def training_views(
     texts = text_views(record, views)
     if lexicon is None:
         return texts
-    entities = lexicon.view(record.text(tuple(entity_sections)))
+    entities = entity_view(record, lexicon, entity_sections)
     return texts + ((entities,) if entities and entities not in texts else ())
+
+
+def entity_view(
+    record: ArchiveRecord, lexicon: EntityLexicon, entity_sections: Sequence[str] = ("caption",)
+) -> str:
+    """The radiology entities named in ``entity_sections`` of a record ('' when none)."""
+    return lexicon.view(record.text(tuple(entity_sections)))
 
 
 def augment(

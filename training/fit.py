@@ -30,7 +30,14 @@ from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_
 from training.archive import ArchiveRecord, ReadSummary, read_archive
 from training.archive.entities import load_lexicon
 from training.config import TrainConfig
-from training.datasets import ImageSet, augment, load_images, text_views, training_views
+from training.datasets import (
+    ImageSet,
+    augment,
+    entity_view,
+    load_images,
+    text_views,
+    training_views,
+)
 from training.distributed import DistContext, all_gather_with_grad, mean_over_ranks
 from training.loss import contrastive_loss, image_image_loss
 from training.mlm import pretrain_mlm
@@ -185,6 +192,31 @@ def _encode_texts(
         return model.project_text(bank.features[ids].to(device))
     batch = tokenizer([bank.texts[i] for i in ids])
     return model.encode_text(batch.input_ids.to(device), batch.attention_mask.to(device))
+
+
+def _entity_loss(
+    model: DualEncoder,
+    bank: _TextBank,
+    img: torch.Tensor,
+    entity_ids: list[int],
+    text_ids: list[int],
+    tokenizer: TextTokenizer,
+    ctx: DistContext,
+) -> torch.Tensor:
+    """The image-entity contrastive loss of a batch, over the images whose text names an
+    entity (``entity_ids`` -1: none). Every rank gathers the same shapes (an image without
+    entities stands in with its sampled text and is then left out), as DDP needs."""
+    ids = [e if e >= 0 else t for e, t in zip(entity_ids, text_ids, strict=True)]
+    txt = _encode_texts(model, bank, ids, tokenizer, ctx.device)
+    groups = torch.tensor(entity_ids, device=ctx.device)
+    if ctx.world_size > 1:
+        groups = all_gather_with_grad(groups, ctx)
+    has = groups >= 0
+    all_img = all_gather_with_grad(img.float(), ctx)[has]
+    all_txt = all_gather_with_grad(txt.float(), ctx)[has]
+    if all_img.shape[0] < 2:  # nothing to contrast: no loss, but keep the graph whole
+        return 0.0 * txt.float().sum()
+    return contrastive_loss(all_img, all_txt, model.scale(), groups[has])
 
 
 def _param_groups(model: DualEncoder, config: TrainConfig) -> list[dict[str, Any]]:
@@ -367,17 +399,27 @@ def train(
         )
     views = config.data.text_views
     lexicon = load_lexicon(config.data.entity_lexicon) if config.data.entity_lexicon else None
+    # With optim.entity_loss_weight the entity view has a loss of its own instead of being
+    # sampled among the text views.
+    entity_lexicon = lexicon if lexicon is not None and o.entity_loss_weight > 0 else None
+    sections = config.data.entity_sections
     train_views = [
-        training_views(r, views, lexicon, config.data.entity_sections) for r in train_set.records
+        training_views(r, views, None if entity_lexicon else lexicon, sections)
+        for r in train_set.records
     ]
+    entity_texts = (
+        [entity_view(r, entity_lexicon, sections) for r in train_set.records]
+        if entity_lexicon is not None
+        else []
+    )
     # Dev pairs use the first view only (the caption for MedPix), a fixed target.
     dev_texts = [text_views(r, views[:1]) or text_views(r, views) for r in dev_set.records]
-    all_texts = sorted({t for vs in train_views + dev_texts for t in vs})
-    bank = _TextBank(all_texts)
+    train_texts = sorted({t for vs in train_views for t in vs} | {t for t in entity_texts if t})
+    bank = _TextBank(sorted(set(train_texts) | {t for vs in dev_texts for t in vs}))
     train_view_ids = [[bank.index[t] for t in vs] for vs in train_views]
+    entity_ids = [bank.index[t] if t else -1 for t in entity_texts]
     dev_ids = [bank.index[vs[0]] for vs in dev_texts]
 
-    train_texts = sorted({t for vs in train_views for t in vs})
     tokenizer = build_tokenizer(config, train_texts, run_dir)
     if ctx.is_main:
         tokenizer.save(run_dir / TOKENIZER)
@@ -489,6 +531,10 @@ def train(
                     model.scale(),
                     all_gather_with_grad(groups, ctx) if ctx.world_size > 1 else groups,
                 )
+                if entity_ids:
+                    loss = loss + o.entity_loss_weight * _entity_loss(
+                        model, bank, img, [entity_ids[i] for i in idx], ids, tokenizer, ctx
+                    )
                 if ssl_head is not None:
                     pair_emb = F.normalize(ssl_head(feats[len(idx) :]).float(), dim=-1)
                     loss = loss + o.image_image_weight * image_image_loss(

@@ -69,6 +69,7 @@ def train_and_package(
             {
                 "lexicon": config.data.entity_lexicon.name,
                 "sections": list(config.data.entity_sections),
+                "loss_weight": config.optim.entity_loss_weight,
             }
             if config.data.entity_lexicon is not None
             else None
@@ -190,7 +191,13 @@ def write_package_card(
                 f"- Training text (free text only): views {info['text_views']}, one sampled per "
                 "image and epoch"
                 + (
-                    ", and an entity view: the radiology terms named in "
+                    (
+                        ", and an entity view"
+                        if not info["entity_view"].get("loss_weight")
+                        else "; and in every step a second image-text loss (weight "
+                        f"{info['entity_view']['loss_weight']}) against an entity view"
+                    )
+                    + ": the radiology terms named in "
                     f"{info['entity_view']['sections']}, found with the lexicon "
                     f"`{info['entity_view']['lexicon']}` "
                     "(KAD's entity extraction as a word lookup in the free text)"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
+from inference.models.config import DualEncoderConfig
+from inference.models.dual_encoder import DualEncoder
+from training import fit
 from training.archive.entities import LexiconError, load_lexicon
 from training.archive.records import ArchiveRecord
-from training.config import TrainConfigError, load_train_config
+from training.config import TrainConfig, TrainConfigError, load_train_config
 from training.datasets import training_views
+from training.distributed import DistContext
+from training.loss import contrastive_loss
 
 from .conftest import write_train_config
 
@@ -128,3 +136,70 @@ def test_the_shipped_radiology_lexicon_reads_medpix_style_captions() -> None:
     assert lexicon.view("Axial contrast enhanced CT of the abdomen") == (
         "axial, contrast enhanced, CT, abdomen"
     )
+
+
+def _config_with_lexicon(tmp_path: Path, archive: Path, **optim: object) -> TrainConfig:
+    path = write_train_config(tmp_path, archive, **optim)
+    data = f'[data]\narchive = "{archive}"\n'
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace(data, data + 'entity_lexicon = "entities.toml"\n'), "utf-8")
+    _lexicon(tmp_path)
+    return load_train_config(path)
+
+
+def test_entity_loss_contrasts_only_the_images_whose_text_names_entities() -> None:
+    config = DualEncoderConfig.from_dict(
+        {
+            "embed_dim": 8,
+            "image": {"image_size": [32, 32], "layers": [1, 1, 1, 1], "widths": [8, 8, 8, 8]},
+            "text": {"source": "scratch", "hidden_size": 16, "num_layers": 1, "num_heads": 2},
+        }
+    )
+    model = DualEncoder(config, vocab_size=50)
+    bank = fit._TextBank(["CT", "MRI", "a caption"])
+    bank.features = torch.randn(3, 16)
+    img = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    cpu = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+    # Images 0 and 3 name "CT", image 2 "MRI", image 1 nothing (its sampled text: the caption).
+    got = fit._entity_loss(model, bank, img, [0, -1, 1, 0], [2, 2, 2, 2], None, cpu)  # type: ignore[arg-type]
+    text = model.project_text(bank.features[[0, 1, 0]])
+    want = contrastive_loss(img[[0, 2, 3]], text, model.scale(), torch.tensor([0, 1, 0]))
+    assert torch.allclose(got, want)
+    nothing = fit._entity_loss(model, bank, img, [-1, -1, 1, -1], [2, 2, 2, 2], None, cpu)  # type: ignore[arg-type]
+    assert nothing.requires_grad and float(nothing.detach()) == 0.0
+
+
+def test_entity_loss_training_differs_from_the_sampled_view_and_resumes_exactly(
+    tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampled = _config_with_lexicon(tmp_path, archive, epochs=2)
+    own_loss = _config_with_lexicon(tmp_path, archive, epochs=2, entity_loss_weight=1.0)
+    assert own_loss.optim.entity_loss_weight == 1.0
+    cpu = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+    calls: list[int] = []
+    real = fit._entity_loss
+
+    def counted(*args: Any) -> torch.Tensor:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(fit, "_entity_loss", counted)
+    a = fit.train(sampled, tmp_path / "sampled", cpu, progress=False)
+    assert not calls  # the entity view is sampled among the text views: no loss of its own
+    b = fit.train(own_loss, tmp_path / "own", cpu, progress=False)
+    assert len(calls) == b.epochs_run * (b.train_records // own_loss.optim.batch_size)
+    name = "image_encoder.net.conv1.weight"
+    assert not torch.allclose(a.model.state_dict()[name], b.model.state_dict()[name])
+
+    stopped = replace(own_loss, optim=replace(own_loss.optim, max_steps=3))
+    fit.train(stopped, tmp_path / "split", cpu, progress=False)
+    resumed = fit.train(own_loss, tmp_path / "split", cpu, progress=False)
+    for key, value in b.model.state_dict().items():
+        assert torch.allclose(value, resumed.model.state_dict()[key], atol=1e-3), key
+
+
+def test_entity_loss_needs_a_lexicon(tmp_path: Path, archive: Path) -> None:
+    with pytest.raises(TrainConfigError, match=r"optim\.entity_loss_weight.*entity_lexicon"):
+        load_train_config(write_train_config(tmp_path, archive, entity_loss_weight=1.0))
+    with pytest.raises(TrainConfigError, match=r"optim\.entity_loss_weight"):
+        _config_with_lexicon(tmp_path, archive, entity_loss_weight=-0.5)
