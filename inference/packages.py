@@ -8,6 +8,8 @@ Layout of a findings package::
                         its weights' SHA-256 in the manifest instead of being copied)
     tokenizer.json      the text tokenizer
     catalogue.toml      the finding catalogue
+    entities.toml       optional: the entity lexicon of a model trained with entity views;
+                        every text is then embedded together with its entity view
     metrics.json, MODEL_CARD.md, *.png   evaluation results (documentation: not hashed)
 
 ``content_hash`` is the SHA-256 over the sorted ``name:sha256`` lines of the model files and
@@ -24,9 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
 from inference.models.config import DualEncoderConfig
 from inference.models.ensemble import FindingsNetwork, build_dual_encoder
+from inference.models.entities import EntityLexicon, LexiconError, load_lexicon
 from inference.models.text_encoder import file_sha256, pretrained_weights_hash
 from inference.models.tokenizer import TextTokenizer
 from inference.zero_shot.catalogue import FindingCatalogue, load_catalogue
@@ -39,7 +43,9 @@ CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 TOKENIZER = "tokenizer.json"
 CATALOGUE = "catalogue.toml"
+ENTITIES = "entities.toml"
 MODEL_FILES = (CONFIG, WEIGHTS, TOKENIZER, CATALOGUE)
+OPTIONAL_MODEL_FILES = (ENTITIES,)  # hashed like the others when the manifest lists them
 FORMAT_VERSION = 1
 
 
@@ -74,13 +80,21 @@ class Manifest:
 
 @dataclass(frozen=True)
 class FindingsModel:
-    """A loaded findings package: network (eval mode), tokenizer, catalogue, manifest."""
+    """A loaded findings package: network (eval mode), tokenizer, catalogue, manifest.
+
+    With an entity lexicon (a model trained with entity views), a text that names radiology
+    entities is embedded as the normalised mean of its own embedding and its entity view's
+    ("Axial CT of the neck shows..." and "axial, CT, neck"): the two views the model was
+    trained to match, combined as a prompt ensemble combines phrasings. Prompts, captions
+    and search queries all go through here.
+    """
 
     model: FindingsNetwork
     tokenizer: TextTokenizer
     catalogue: FindingCatalogue
     manifest: Manifest
     path: Path
+    entity_lexicon: EntityLexicon | None = None
 
     @property
     def config(self) -> DualEncoderConfig:
@@ -88,6 +102,19 @@ class FindingsModel:
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        own = self.embed_texts_alone(texts, batch_size)
+        if self.entity_lexicon is None or not len(texts):
+            return own
+        views = [self.entity_lexicon.view(t) for t in texts]
+        rows = [i for i, (v, t) in enumerate(zip(views, texts, strict=True)) if v and v != t]
+        if rows:
+            entities = self.embed_texts_alone([views[i] for i in rows], batch_size)
+            own[rows] = F.normalize(own[rows] + entities, dim=-1)
+        return own
+
+    @torch.no_grad()
+    def embed_texts_alone(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """The texts' own embeddings, without their entity views."""
         out = []
         device = next(self.model.parameters()).device
         for i in range(0, len(texts), batch_size):
@@ -137,7 +164,8 @@ def verify_package(path: str | Path) -> Manifest:
     """Check every model file against the manifest; :class:`PackageError` names a bad one."""
     folder = Path(path)
     manifest = read_manifest(folder)
-    for name in MODEL_FILES:
+    optional = [name for name in OPTIONAL_MODEL_FILES if name in manifest.files]
+    for name in (*MODEL_FILES, *optional):
         file = folder / name
         if not file.is_file():
             raise PackageError(f"package {folder}: {name} is missing")
@@ -181,7 +209,13 @@ def load_findings_package(
         )
     model.to(device).eval()
     catalogue = load_catalogue(folder / CATALOGUE)
-    return FindingsModel(model, tokenizer, catalogue, manifest, folder)
+    lexicon = None
+    if ENTITIES in manifest.files:
+        try:
+            lexicon = load_lexicon(folder / ENTITIES)
+        except LexiconError as exc:
+            raise PackageError(f"package {folder}: {exc}") from exc
+    return FindingsModel(model, tokenizer, catalogue, manifest, folder, lexicon)
 
 
 def load_active_findings_model(

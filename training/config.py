@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from inference.models.config import DualEncoderConfig, ModelConfigError
+from inference.models.entities import LexiconError, load_lexicon
 from inference.toml_file import read_toml
-from training.archive.entities import LexiconError, load_lexicon
 
 
 class TrainConfigError(ValueError):
@@ -29,10 +29,13 @@ class DataConfig:
     # Extra text-only reports for the tokenizer (and masked-language pretraining).
     extra_text: tuple[Path, ...] = ()
     limit: int = 0  # >0: use only the first N training records (tests, smoke runs)
-    # A lexicon of radiology entities (training/archive/entities.py): when set, each training
+    # A lexicon of radiology entities (inference/models/entities.py): when set, each training
     # record gets one more text view, the entities named in ``entity_sections``.
     entity_lexicon: Path | None = None
     entity_sections: tuple[str, ...] = ("caption",)
+    # With a lexicon: the package embeds every text (prompt, caption, search query) together
+    # with its entity view, the mean of the two (inference/packages.py); false: the text alone.
+    embed_entity_view: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from inference.models.config import ImageEncoderConfig
+from inference.models.entities import EntityLexicon
 from inference.models.preprocess import to_tensor
 from inference.volume.image_file import read_image_file
 from inference.volume.types import Image2D, Volume3D, VolumeError
-from training.archive.entities import EntityLexicon
 from training.archive.records import ArchiveRecord, ReadSummary
 
 

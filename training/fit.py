@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from inference.models.dual_encoder import DualEncoder, projection_head
 from inference.models.ensemble import DualEncoderEnsemble, FindingsNetwork
+from inference.models.entities import load_lexicon
 from inference.models.tokenizer import TextTokenizer, resolve_pretrained, train_wordpiece
 from training.archive import ArchiveRecord, ReadSummary, read_archive
-from training.archive.entities import load_lexicon
 from training.config import TrainConfig
 from training.datasets import (
     ImageSet,

@@ -16,6 +16,7 @@ from inference.models.tokenizer import TextTokenizer
 from inference.packages import (
     CATALOGUE,
     CONFIG,
+    ENTITIES,
     MANIFEST,
     MODEL_FILES,
     TOKENIZER,
@@ -53,8 +54,12 @@ def write_package(
     tokenizer: TextTokenizer,
     catalogue: Path,
     extra: dict[str, Any] | None = None,
+    entity_lexicon: Path | None = None,
 ) -> Manifest:
     """Write a package into ``destination``, which must not exist yet (never overwritten).
+
+    ``entity_lexicon``: the package embeds every text together with its entity view found
+    with this lexicon (see :class:`inference.packages.FindingsModel`).
 
     The files are written into a temporary sibling folder and renamed into place at the end,
     so a crash leaves no half-written package behind.
@@ -100,7 +105,11 @@ def write_package(
     (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save(tmp / TOKENIZER)
     shutil.copyfile(catalogue, tmp / CATALOGUE)
-    files = {f: file_sha256(tmp / f) for f in MODEL_FILES}
+    model_files: tuple[str, ...] = MODEL_FILES
+    if entity_lexicon is not None:
+        shutil.copyfile(entity_lexicon, tmp / ENTITIES)
+        model_files = (*MODEL_FILES, ENTITIES)
+    files = {f: file_sha256(tmp / f) for f in model_files}
     manifest = Manifest(
         name=name,
         version=version,

@@ -92,6 +92,7 @@ def train_and_package(
         result.tokenizer,
         config.catalogue,
         extra={"training": training_info},
+        entity_lexicon=config.data.entity_lexicon if config.data.embed_entity_view else None,
     )
     results: dict[str, Any] = {}
     if evaluate and config.data.dev_split:
@@ -227,6 +228,17 @@ def write_package_card(
                 f"{list(img.widths)}, first stride {img.conv1_t_stride}).",
                 f"- Text encoder: {text_desc}.",
                 f"- Shared embedding: {config.model.embed_dim} dimensions; learnable temperature.",
+                *(
+                    [
+                        "- Text embedding: a text that names radiology entities (a prompt, a "
+                        "caption, a search query) is embedded as the normalised mean of its own "
+                        "embedding and that of its entity view, found with the lexicon the "
+                        "model was trained with (shipped as `entities.toml`): the two views the "
+                        "model learnt to match, combined like a prompt ensemble."
+                    ]
+                    if "entities.toml" in manifest["files"]
+                    else []
+                ),
                 *(
                     [
                         f"- Ensemble of {config.model.members} such dual encoders, trained one "

@@ -8,16 +8,19 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inference.models.config import DualEncoderConfig
 from inference.models.dual_encoder import DualEncoder
+from inference.models.entities import LexiconError, load_lexicon
+from inference.packages import PackageError, load_findings_package
 from training import fit
-from training.archive.entities import LexiconError, load_lexicon
 from training.archive.records import ArchiveRecord
 from training.config import TrainConfig, TrainConfigError, load_train_config
 from training.datasets import training_views
 from training.distributed import DistContext
 from training.loss import contrastive_loss
+from training.workflow import train_and_package
 
 from .conftest import write_train_config
 
@@ -138,11 +141,14 @@ def test_the_shipped_radiology_lexicon_reads_medpix_style_captions() -> None:
     )
 
 
-def _config_with_lexicon(tmp_path: Path, archive: Path, **optim: object) -> TrainConfig:
+def _config_with_lexicon(
+    tmp_path: Path, archive: Path, data_lines: str = "", **optim: object
+) -> TrainConfig:
     path = write_train_config(tmp_path, archive, **optim)
     data = f'[data]\narchive = "{archive}"\n'
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace(data, data + 'entity_lexicon = "entities.toml"\n'), "utf-8")
+    lines = 'entity_lexicon = "entities.toml"\n' + data_lines
+    path.write_text(text.replace(data, data + lines), "utf-8")
     _lexicon(tmp_path)
     return load_train_config(path)
 
@@ -203,3 +209,35 @@ def test_entity_loss_needs_a_lexicon(tmp_path: Path, archive: Path) -> None:
         load_train_config(write_train_config(tmp_path, archive, entity_loss_weight=1.0))
     with pytest.raises(TrainConfigError, match=r"optim\.entity_loss_weight"):
         _config_with_lexicon(tmp_path, archive, entity_loss_weight=-0.5)
+
+
+@pytest.mark.parametrize("embed_entity_view", [True, False])
+def test_the_package_embeds_texts_with_their_entity_view_when_the_config_says_so(
+    tmp_path: Path, archive: Path, embed_entity_view: bool
+) -> None:
+    flag = f"embed_entity_view = {str(embed_entity_view).lower()}\n"
+    config = _config_with_lexicon(tmp_path, archive, flag, epochs=1)
+    outcome = train_and_package(
+        config, tmp_path / "models", tmp_path / "run", progress=False, replicates=20
+    )
+    package = outcome.package
+    assert package is not None
+    model = load_findings_package(package)
+    card = (package / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert (model.entity_lexicon is not None) is embed_entity_view
+    assert ("entities.toml" in model.manifest.files) is embed_entity_view
+    assert ("- Text embedding:" in card) is embed_entity_view
+    texts = ["Sagittal T2 MRI of the spine", "a normal study"]
+    own = model.embed_texts_alone(texts)
+    embedded = model.embed_texts(texts)
+    assert torch.allclose(embedded[1], own[1])  # names no entity: the text alone
+    if embed_entity_view:
+        view = model.embed_texts_alone(["sagittal, MRI"])[0]
+        assert torch.allclose(embedded[0], F.normalize(own[0] + view, dim=-1), atol=1e-6)
+        # The lexicon is part of the model: an altered one is refused like altered weights.
+        lexicon = package / "entities.toml"
+        lexicon.write_text(lexicon.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+        with pytest.raises(PackageError, match=r"entities\.toml does not match"):
+            load_findings_package(package)
+    else:
+        assert torch.allclose(embedded, own)
