@@ -645,13 +645,16 @@ def _train_members(
 ) -> TrainResult:
     """An ensemble: member ``i`` is exactly the single run of the same configuration with seed
     ``optim.seed + i``, trained in ``run_dir/member-<i>`` (each checkpoints and resumes on its
-    own), one after the other."""
-    single = replace(config, model=replace(config.model, members=1))
+    own), one after the other; with ``model.member_image_sizes``, at member ``i``'s size."""
     results: list[TrainResult] = []
     for i in range(config.model.members):
         if progress and ctx.is_main:
             print(f"ensemble member {i + 1}/{config.model.members}", flush=True)
-        member = replace(single, optim=replace(config.optim, seed=config.optim.seed + i))
+        member = replace(
+            config,
+            model=config.model.member(i),
+            optim=replace(config.optim, seed=config.optim.seed + i),
+        )
         cache = cache_dir or run_dir.parent / "text-cache"
         results.append(train(member, run_dir / f"member-{i}", ctx, progress, cache))
     models = [r.model for r in results if isinstance(r.model, DualEncoder)]

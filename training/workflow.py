@@ -225,7 +225,14 @@ def write_package_card(
             [
                 f"- Image encoder: MONAI {img.architecture} ({img.spatial_dims}D, input "
                 f"{'x'.join(map(str, img.image_size))}, layers {list(img.layers)}, widths "
-                f"{list(img.widths)}, first stride {img.conv1_t_stride}).",
+                f"{list(img.widths)}, first stride {img.conv1_t_stride})"
+                + (
+                    "; the members' own input sizes, in member order: "
+                    + ", ".join("x".join(map(str, s)) for s in config.model.member_image_sizes)
+                    + " (each resamples the prepared input to its size)."
+                    if config.model.member_image_sizes
+                    else "."
+                ),
                 f"- Text encoder: {text_desc}.",
                 f"- Shared embedding: {config.model.embed_dim} dimensions; learnable temperature.",
                 *(

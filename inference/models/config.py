@@ -118,16 +118,38 @@ class DualEncoderConfig:
     # >1: an ensemble of this many dual encoders, trained alike from consecutive seeds, whose
     # similarities are averaged (inference.models.ensemble).
     members: int = 1
+    # Optional, one per member: the members' own input sizes (a multi-resolution ensemble).
+    # ``image.image_size`` is then the size the images are prepared at, and each member
+    # resamples them to its own (inference.models.image_encoder).
+    member_image_sizes: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         _positive("embed_dim", self.embed_dim)
         _positive("members", self.members)
+        sizes = self.member_image_sizes
+        if sizes and (
+            self.members < 2
+            or len(sizes) != self.members
+            or any(len(s) != self.image.spatial_dims or min(s) < 8 for s in sizes)
+        ):
+            raise ModelConfigError(
+                f"member_image_sizes = {[list(s) for s in sizes]}: for an ensemble (members >= "
+                f"2), one size per member ({self.members}), each {self.image.spatial_dims} "
+                "numbers >= 8"
+            )
         if self.projection_hidden < 0:
             raise ModelConfigError(f"projection_hidden = {self.projection_hidden}: must be >= 0")
         if not 0.001 <= self.init_temperature <= 1.0:
             raise ModelConfigError(
                 f"init_temperature = {self.init_temperature}: must be in [0.001, 1]"
             )
+
+    def member(self, index: int) -> DualEncoderConfig:
+        """The configuration of one member of an ensemble (a single dual encoder)."""
+        image = self.image
+        if self.member_image_sizes:
+            image = dataclasses.replace(image, image_size=self.member_image_sizes[index])
+        return dataclasses.replace(self, image=image, members=1, member_image_sizes=())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +183,7 @@ class _TopLevel:
     init_temperature: float = 0.07
     learn_temperature: bool = True
     members: int = 1
+    member_image_sizes: tuple[tuple[int, ...], ...] = ()
 
 
 T = TypeVar("T")
@@ -182,7 +205,14 @@ def _build(kind: type[T], data: Any, prefix: str) -> T:
     for key, value in data.items():
         default = getattr(kind(), key)
         where = f"{prefix}.{key}" if prefix else key
-        if isinstance(default, tuple):
+        if key == "member_image_sizes":  # a list of sizes, each a list of integers
+            if not isinstance(value, list | tuple) or not all(
+                isinstance(size, list | tuple) and all(type(v) is int for v in size)
+                for size in value
+            ):
+                raise ModelConfigError(f"{where} = {value!r}: expected a list of lists of integers")
+            value = tuple(tuple(size) for size in value)
+        elif isinstance(default, tuple):
             if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
                 raise ModelConfigError(f"{where} = {value!r}: expected a list of integers")
             value = tuple(value)

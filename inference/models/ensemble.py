@@ -1,5 +1,9 @@
 """Several dual encoders trained alike from consecutive seeds, used as one model.
 
+The members may differ in input size (``member_image_sizes``, a multi-resolution ensemble):
+they all receive the images prepared at ``image.image_size`` and each resamples them to its
+own size.
+
 Each member embeds into its own space, and the spaces of different seeds are not aligned, so
 the ensemble's embedding is the members' unit embeddings side by side divided by ``sqrt(K)``:
 it is still unit norm, and the cosine similarity of two such embeddings is the mean of the
@@ -9,7 +13,6 @@ code treats the ensemble as any dual encoder.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -36,17 +39,20 @@ class DualEncoderEnsemble(nn.Module):
         super().__init__()
         if config.members < 2:
             raise ModelConfigError(f"members = {config.members}: an ensemble needs at least 2")
-        single = dataclasses.replace(config, members=1)
+        single = config.member(0)
         if members is None:
             first = DualEncoder(single, vocab_size)
             shared = first.text_encoder if _shareable(single) else None
             members = [first] + [
-                DualEncoder(single, vocab_size, text_encoder=shared)
-                for _ in range(config.members - 1)
+                DualEncoder(config.member(i), vocab_size, text_encoder=shared)
+                for i in range(1, config.members)
             ]
-        if len(members) != config.members or any(m.config != single for m in members):
+        if len(members) != config.members or any(
+            m.config != config.member(i) for i, m in enumerate(members)
+        ):
             raise ModelConfigError(
-                f"an ensemble of {config.members} needs that many members of one configuration"
+                f"an ensemble of {config.members} needs that many members of one configuration "
+                "(and of their own input sizes, with member_image_sizes)"
             )
         if _shareable(single):
             for m in members[1:]:

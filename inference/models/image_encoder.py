@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from inference.models.config import ImageEncoderConfig
@@ -45,6 +46,14 @@ class ImageEncoder(nn.Module):
             raise ValueError(
                 f"image batch of shape {tuple(images.shape)}: expected [batch, "
                 f"{self.config.in_channels}, {'x'.join(map(str, self.config.image_size))}]"
+            )
+        size = tuple(self.config.image_size)
+        if tuple(images.shape[2:]) != size:
+            # An ensemble's members may take different input sizes: each resamples the shared
+            # input to its own, as the preprocessing would (antialiased when 2D).
+            mode = "bilinear" if self.config.spatial_dims == 2 else "trilinear"
+            images = F.interpolate(
+                images, size=size, mode=mode, antialias=self.config.spatial_dims == 2
             )
         out: torch.Tensor = self.dropout(self.net(images))
         return out

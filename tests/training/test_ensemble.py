@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inference.models.config import DualEncoderConfig, ModelConfigError
 from inference.models.dual_encoder import DualEncoder
@@ -128,3 +129,54 @@ def test_frozen_pretrained_text_encoder_is_shared_and_run_once() -> None:
         together = ensemble.encode_text(ids, mask)
         apart = torch.cat([first.encode_text(ids, mask), second.encode_text(ids, mask)], 1)
     assert torch.allclose(together, apart / 2**0.5, atol=1e-6)
+
+
+def test_members_may_take_their_own_input_sizes(tmp_path: Path, archive: Path) -> None:
+    path = write_train_config(tmp_path, archive, epochs=1, seed=3)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("[model]\nmembers = 2\nmember_image_sizes = [[32, 32], [24, 24]]\n")
+    config = load_train_config(path)
+    result = train(config, tmp_path / "ens", CPU, progress=False)
+    ensemble = result.model
+    assert isinstance(ensemble, DualEncoderEnsemble)
+    members = [m for m in ensemble.members if isinstance(m, DualEncoder)]
+    assert [m.config.image.image_size for m in members] == [(32, 32), (24, 24)]
+    # Member 1 is the single run of seed 4 on images prepared at its own size.
+    alone = train(
+        replace(config, model=config.model.member(1), optim=replace(config.optim, seed=4)),
+        tmp_path / "alone",
+        CPU,
+        progress=False,
+    )
+    for name, value in alone.model.state_dict().items():
+        assert torch.allclose(value, members[1].state_dict()[name], atol=1e-5), name
+    # Given the images prepared at the ensemble's size, member 1 resamples them to its own.
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    small = F.interpolate(images, size=(24, 24), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        assert torch.allclose(members[1].encode_image(images), members[1].encode_image(small))
+        joint = ensemble.encode_image(images)
+
+    package = tmp_path / "models" / config.name / "1"
+    write_package(
+        package, config.name, "1", "findings", ensemble, result.tokenizer, config.catalogue
+    )
+    loaded = load_findings_package(package)
+    assert loaded.config.member_image_sizes == ((32, 32), (24, 24))
+    assert torch.allclose(loaded.embed_images(images), joint, atol=2e-3)
+
+    from training.workflow import probe_package
+
+    probe = probe_package(package, archive, "train", "dev", ["type"], 20, min_eval_per_class=3)
+    assert 0.0 <= probe["tasks"]["type"]["fractions"]["0.1"]["pretrained_auc"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[[32, 32]], [[32, 32], [24]], [[32, 32], [4, 4]], [[32, 32], [24, "24"]], [32, 24]],
+)
+def test_member_image_sizes_are_checked(sizes: object) -> None:
+    with pytest.raises(ModelConfigError, match="member_image_sizes"):
+        DualEncoderConfig.from_dict({"members": 2, "member_image_sizes": sizes})
+    with pytest.raises(ModelConfigError, match="member_image_sizes"):
+        DualEncoderConfig.from_dict({"members": 1, "member_image_sizes": [[32, 32]]})

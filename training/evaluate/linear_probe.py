@@ -143,11 +143,11 @@ def run_probe(
 
     ``pretrained``: the image encoder(s) of a model (an ensemble's members: K of them).
     """
-    config = pretrained[0].config
     k_members = len(pretrained)
+    # Random encoder j mirrors member j (its input size too, in a multi-resolution ensemble).
     encoders = {"pretrained": [list(pretrained)]} | {
         "random": [
-            [random_encoder(config, s + subsets * j) for j in range(k_members)]
+            [random_encoder(pretrained[j].config, s + subsets * j) for j in range(k_members)]
             for s in range(subsets)
         ]
     }
