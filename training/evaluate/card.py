@@ -129,8 +129,11 @@ def metric_lines(results: dict[str, Any]) -> list[str]:
 def target_lines(checks: dict[str, Any]) -> list[str]:
     lines = ["| target | minimum | measured | met |", "|---|---|---|---|"]
     for key, c in checks.items():
-        value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
-        lines.append(f"| {key} | {c['target']} | {value} | {'yes' if c['met'] else 'NO'} |")
+        if c["value"] is None:  # the data has no labels for it (another archive's layout)
+            value, met = "n/a", "not measured"
+        else:
+            value, met = f"{c['value']:.3f}", "yes" if c["met"] else "NO"
+        lines.append(f"| {key} | {c['target']} | {value} | {met} |")
     return lines
 
 
