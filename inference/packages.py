@@ -103,7 +103,7 @@ class FindingsModel:
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         own = self.embed_texts_alone(texts, batch_size)
-        if self.entity_lexicon is None or not len(texts):
+        if self.entity_lexicon is None:
             return own
         views = [self.entity_lexicon.view(t) for t in texts]
         rows = [i for i, (v, t) in enumerate(zip(views, texts, strict=True)) if v and v != t]

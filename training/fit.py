@@ -208,9 +208,7 @@ def _entity_loss(
     entities stands in with its sampled text and is then left out), as DDP needs."""
     ids = [e if e >= 0 else t for e, t in zip(entity_ids, text_ids, strict=True)]
     txt = _encode_texts(model, bank, ids, tokenizer, ctx.device)
-    groups = torch.tensor(entity_ids, device=ctx.device)
-    if ctx.world_size > 1:
-        groups = all_gather_with_grad(groups, ctx)
+    groups = all_gather_with_grad(torch.tensor(entity_ids, device=ctx.device), ctx)
     has = groups >= 0
     all_img = all_gather_with_grad(img.float(), ctx)[has]
     all_txt = all_gather_with_grad(txt.float(), ctx)[has]

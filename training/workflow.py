@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.packages import load_findings_package
+from inference.packages import ENTITIES, load_findings_package
 from training.archive import detect_layout, is_dicom_archive
 from training.config import TrainConfig
 from training.distributed import setup, teardown
@@ -243,7 +243,7 @@ def write_package_card(
                         "model was trained with (shipped as `entities.toml`): the two views the "
                         "model learnt to match, combined like a prompt ensemble."
                     ]
-                    if "entities.toml" in manifest["files"]
+                    if ENTITIES in manifest["files"]
                     else []
                 ),
                 *(
