@@ -62,6 +62,15 @@ class Destination(_Frozen):
     ae_title: str
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    # "comprehensive-3d": TID 1500 measurement report; "basic-text": a text-only SR for
+    # workstations that show nothing else.
+    sr_format: Literal["comprehensive-3d", "basic-text"] = "comprehensive-3d"
+    # "binary" everywhere; "labelmap" only for a destination known to accept it (Orthanc 1.10
+    # refuses LABELMAP SEGs).
+    seg_format: Literal["binary", "labelmap"] = "binary"
+    # Transfer syntax UIDs the destination accepts besides Explicit/Implicit VR Little Endian;
+    # with JPEG 2000 lossless (1.2.840.10008.1.2.4.90) listed, SEG frames are sent compressed.
+    transfer_syntaxes: tuple[str, ...] = ()
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
@@ -120,6 +129,38 @@ class StudySettings(_Frozen):
     check_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
 
 
+class WorkerSettings(_Frozen):
+    """The worker that reads ready studies with the routed model packages."""
+
+    # Routing rules (TOML); empty: conf/routing.toml of this installation.
+    routing: Path | None = None
+    # Name of this worker in the job table; empty: the host name and process id.
+    name: str = ""
+    # A claimed job is the worker's for this long, renewed while it runs; a worker that dies
+    # loses it when the lease expires and another worker takes the job up.
+    lease_seconds: float = Field(default=120.0, gt=1, le=86_400)
+    # A job whose worker died this many times (or that failed to run) ends failed.
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # "auto": CUDA when present (half precision), else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # SEG frames without any segmented pixel are left out (highdicom's omit_empty_frames).
+    seg_omit_empty_frames: bool = True
+
+
+class DeliverySettings(_Frozen):
+    """How results are sent to the destinations, and retried."""
+
+    # Waits between tries grow from the first to the cap (doubling, with jitter).
+    first_retry_seconds: float = Field(default=5.0, gt=0, le=86_400)
+    max_retry_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    # Tries before a delivery goes to the dead letters (`vlnode deliveries --resend`).
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # Seconds to wait for an association, a response or a connection.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
 class LoggingSettings(_Frozen):
     level: str = "INFO"
 
@@ -146,6 +187,8 @@ class Settings(BaseSettings):
     node: NodeSettings = NodeSettings()
     store: StoreSettings = StoreSettings()
     study: StudySettings = StudySettings()
+    worker: WorkerSettings = WorkerSettings()
+    delivery: DeliverySettings = DeliverySettings()
     destinations: tuple[Destination, ...] = ()
     logging: LoggingSettings = LoggingSettings()
 
@@ -170,6 +213,11 @@ class Settings(BaseSettings):
         if self.store.database_url:
             return self.store.database_url
         return f"sqlite:///{self.store.data_dir.resolve() / 'vlnode.db'}"
+
+    @property
+    def routing_file(self) -> Path:
+        """The routing rules in effect."""
+        return self.worker.routing or REPO_CONF_DIR / "routing.toml"
 
     @property
     def spool_dir(self) -> Path:
