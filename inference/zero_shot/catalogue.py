@@ -15,6 +15,12 @@ A catalogue is a TOML file (``conf/findings/*.toml``), copied into every model p
 Findings in a group are scored by a softmax over the group's classes; a finding without a
 group by a softmax of its positive against its negative prompts (CheXzero).
 
+A binary finding is reported present when its probability reaches its ``threshold``, an
+optional key of its entry (``threshold = 0.42``; default 0.5): a number strictly between 0 and
+1, chosen for the model the catalogue ships with (the catalogue's comments say how). A group's
+findings are compared with each other, not with a threshold, so a ``threshold`` on a group's
+member is an error.
+
 Prompt templates (open_clip's class name × template ensemble) multiply the prompts: with ::
 
     [templates]
@@ -47,6 +53,7 @@ class Finding:
     snomed: str | None = None
     label_column: str | None = None
     label_values: tuple[str, ...] = ()
+    threshold: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ def load_catalogue(path: str | Path) -> FindingCatalogue:
             raise CatalogueError(f"{where}: positive needs at least one non-empty prompt")
         if group is None and not negative:
             raise CatalogueError(f"{where}: a finding outside a group needs negative prompts")
+        threshold = _threshold(entry, group, where)
         label = entry.get("label", {})
         values = label.get("value", ())
         values = (values,) if isinstance(values, str) else tuple(values)
@@ -122,6 +130,7 @@ def load_catalogue(path: str | Path) -> FindingCatalogue:
                 snomed=str(entry["snomed"]) if entry.get("snomed") else None,
                 label_column=label.get("column"),
                 label_values=values,
+                threshold=threshold,
             )
         )
     names = [f.name for f in findings]
@@ -131,3 +140,16 @@ def load_catalogue(path: str | Path) -> FindingCatalogue:
         if len(members) < 2:
             raise CatalogueError(f"{file}: group {group!r} needs at least two findings")
     return FindingCatalogue(name=str(raw.get("name", file.stem)), findings=tuple(findings))
+
+
+def _threshold(entry: dict[str, object], group: object, where: str) -> float:
+    """The binary decision threshold of an entry: 0.5 unless given, in (0, 1) when given."""
+    if "threshold" not in entry:
+        return 0.5
+    value = entry["threshold"]
+    if group is not None:
+        raise CatalogueError(f"{where}: threshold is for binary findings, not a group's member")
+    # bool is an int to Python, and TOML's nan compares false with both bounds.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+        raise CatalogueError(f"{where}: threshold must be a number strictly between 0 and 1")
+    return float(value)
