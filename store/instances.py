@@ -7,6 +7,10 @@ processes do not queue behind one another's fsyncs. Study and series ids are cac
 once their rows are committed (rows are never deleted while the node runs), so a typical
 instance costs one INSERT, one UPDATE and the commit. On SQLite the transactions queue on
 store.write_lock and run on the process's one writing connection.
+
+The PACS may forward the node's own SR and SEG back to it: such an instance is stored as any
+other, but does not move its study's ``last_received_at``, or it would re-open the study and
+queue a job that reads it again. Only SR and Segmentation instances are looked up.
 """
 
 from __future__ import annotations
@@ -18,12 +22,23 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store.records import ReceivedInstance
-from store.tables import Instance, Series, Study
+from store.tables import Instance, Output, Series, Study
 from store.write_lock import WriterLock
 
 
 def _dialect_insert(bind: Connection | Engine) -> Any:
     return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+
+
+# The SOP classes the node writes: every SR class (PS3.4 B.5, 1.2.840.10008.5.1.4.1.1.88.x)
+# and Segmentation Storage.
+_SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+_SEGMENTATION_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def may_be_own_output(sop_class_uid: str) -> bool:
+    """Whether an instance's class is one the node writes (SR or SEG): worth a look-up."""
+    return sop_class_uid.startswith(_SR_CLASS_PREFIX) or sop_class_uid == _SEGMENTATION_CLASS
 
 
 # Ids of rows inserted in the open transaction: (cache, UID, id), cached once it commits.
@@ -49,12 +64,13 @@ class InstanceIndex:
             .where(Study.id == bindparam("sid"), Study.last_received_at < bindparam("at"))
             .values(last_received_at=bindparam("at"))
         )
+        self._own_output = select(Output.id).where(Output.sop_instance_uid == bindparam("uid"))
 
     def record(self, item: ReceivedInstance) -> bool:
         """Record an instance whose file is in place; True if new, False if already recorded.
 
         For a new instance the study's ``last_received_at`` moves forward in the same
-        transaction, re-opening a study that was ready.
+        transaction, re-opening a study that was ready; not for one of the node's own outputs.
         """
         learned: _Learned = []
         with self._writer.transaction() as conn:
@@ -77,12 +93,17 @@ class InstanceIndex:
                 ).first()
                 is not None
             )
-            if new:
+            if new and not self._is_own_output(conn, item):
                 conn.execute(self._touch_study, {"sid": study_id, "at": item.received_at})
         with self._lock:  # only reached once committed: cache the ids the rows now have
             for cache, uid, row_id in learned:
                 cache[uid] = row_id
         return new
+
+    def _is_own_output(self, conn: Connection, item: ReceivedInstance) -> bool:
+        if not may_be_own_output(item.sop_class_uid):
+            return False
+        return conn.execute(self._own_output, {"uid": item.sop_instance_uid}).first() is not None
 
     def close(self) -> None:
         """Release the writing connection (SQLite); a later record() opens a new one."""

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func, select
 
-from store.tables import Association, Instance, Job, QuarantinedInstance, Series, Study
+from store.outputs import DeliveryLine, list_deliveries
+from store.tables import (
+    Association,
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    Output,
+    QuarantinedInstance,
+    Series,
+    Study,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,10 @@ class NodeSummary:
     jobs_by_state: dict[str, int]
     recent_studies: list[StudyLine]
     recent_associations: list[AssociationLine]
+    outputs: int = 0
+    deliveries_by_state: dict[str, int] = field(default_factory=dict)
+    # The most recent dead letters (deliveries given up), newest first.
+    dead_letters: list[DeliveryLine] = field(default_factory=list)
 
 
 def summarise(engine: Engine, limit: int = 10) -> NodeSummary:
@@ -52,11 +67,18 @@ def summarise(engine: Engine, limit: int = 10) -> NodeSummary:
                 ("series", Series),
                 ("instances", Instance),
                 ("quarantined", QuarantinedInstance),
+                ("outputs", Output),
             )
         }
         jobs = {
             str(state): int(n)
             for state, n in conn.execute(select(Job.state, func.count()).group_by(Job.state))
+        }
+        deliveries = {
+            str(state): int(n)
+            for state, n in conn.execute(
+                select(Delivery.state, func.count()).group_by(Delivery.state)
+            )
         }
         series_count = (
             select(func.count(Series.id)).where(Series.study_id == Study.id).scalar_subquery()
@@ -102,6 +124,11 @@ def summarise(engine: Engine, limit: int = 10) -> NodeSummary:
             )
             for a in conn.execute(select(Association).order_by(Association.id.desc()).limit(limit))
         ]
+    dead = (
+        list_deliveries(engine, DeliveryState.DEAD, limit)
+        if deliveries.get(DeliveryState.DEAD)
+        else []
+    )
     return NodeSummary(
         studies=counts["studies"],
         series=counts["series"],
@@ -110,4 +137,7 @@ def summarise(engine: Engine, limit: int = 10) -> NodeSummary:
         jobs_by_state=jobs,
         recent_studies=studies,
         recent_associations=associations,
+        outputs=counts["outputs"],
+        deliveries_by_state=deliveries,
+        dead_letters=dead,
     )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -62,6 +63,16 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    # Nothing to read: no routing rule or package takes the study (the reason says which).
+    SKIPPED = "skipped"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    # Given up (a permanent refusal, or too many tries): waits for ``vlnode deliveries --resend``.
+    DEAD = "dead"
 
 
 class Study(Base):
@@ -127,12 +138,85 @@ class Job(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     worker: Mapped[str | None] = mapped_column(String(128))
+    # A running job is its worker's until then; renewed while it runs (store.jobs).
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     study: Mapped[Study] = relationship(back_populates="jobs")
 
     __table_args__ = (
         UniqueConstraint("study_id", "kind", "study_through", name="uq_job_quiet_period"),
         Index("ix_job_state", "state"),
+    )
+
+
+class Output(Base):
+    """An object the node wrote (SR, SEG), in the data directory; its UIDs are deterministic."""
+
+    __tablename__ = "output"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    kind: Mapped[str] = mapped_column(String(8))  # sr | seg
+    variant: Mapped[str] = mapped_column(String(32))  # comprehensive-3d, basic-text, binary...
+    file_path: Mapped[str] = mapped_column(Text)  # relative to the data directory
+    sha256: Mapped[str] = mapped_column(String(64))
+    package_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="output")
+
+
+class Delivery(Base):
+    """One output to one destination: pending, sending, delivered, or dead with the reason."""
+
+    __tablename__ = "delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("output.id"))
+    destination: Mapped[str] = mapped_column(String(128))  # a settings.destinations name
+    state: Mapped[DeliveryState] = mapped_column(
+        Enum(DeliveryState, native_enum=False, length=16), default=DeliveryState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # A ``sending`` delivery is its sender's until then; one whose sender died is taken again.
+    sender: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    output: Mapped[Output] = relationship(back_populates="deliveries")
+
+    __table_args__ = (
+        UniqueConstraint("output_id", "destination", name="uq_delivery_output_destination"),
+        Index("ix_delivery_due", "state", "next_attempt_at"),
+    )
+
+
+class SeriesEmbedding(Base):
+    """A series' image embedding by one findings package, for text-to-image search."""
+
+    __tablename__ = "series_embedding"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    package_name: Mapped[str] = mapped_column(String(128))
+    package_version: Mapped[str] = mapped_column(String(64))
+    package_hash: Mapped[str] = mapped_column(String(128))
+    package_path: Mapped[str] = mapped_column(Text)
+    dimension: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little endian ("<f4")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("series_instance_uid", "package_hash", name="uq_embedding_series_package"),
     )
 
 

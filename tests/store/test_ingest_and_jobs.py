@@ -15,7 +15,7 @@ from store.jobs import (
     claim_next_job,
     finish_job,
     queue_jobs_for_quiet_studies,
-    requeue_interrupted_jobs,
+    requeue_jobs_of_worker,
 )
 from store.records import AssociationRequest, ReceivedInstance
 from store.summary import summarise
@@ -118,23 +118,32 @@ def test_job_claim_finish_and_requeue(engine: Engine) -> None:
     for study in ("1.1", "2.2"):
         InstanceIndex(engine).record(instance(f"{study}.9", T0, study=study, series=f"{study}.1"))
     queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5))
-    first = claim_next_job(engine, "worker-a")
-    second = claim_next_job(engine, "worker-b")
-    assert first is not None and second is not None and first != second
-    assert claim_next_job(engine, "worker-c") is None
-    finish_job(engine, first)
-    finish_job(engine, second, failed_reason="series 1.2 has 2 orientations")
+    first = claim_next_job(engine, "worker-a", 60)
+    second = claim_next_job(engine, "worker-b", 60)
+    assert first is not None and second is not None and first.job_id != second.job_id
+    assert (first.study_instance_uid, first.attempt) == ("1.1", 1)
+    assert claim_next_job(engine, "worker-c", 60) is None
+    finish_job(engine, first.job_id, "worker-a")
+    finish_job(
+        engine,
+        second.job_id,
+        "worker-b",
+        state=JobState.FAILED,
+        reason="series 1.2 has 2 orientations",
+    )
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(Job))}
-    assert rows[first].state == JobState.DONE and rows[first].attempts == 1
-    assert rows[second].state == JobState.FAILED
-    assert rows[second].reason == "series 1.2 has 2 orientations"
-    # A job left running by a crashed worker goes back to the queue at restart.
+    assert rows[first.job_id].state == JobState.DONE and rows[first.job_id].attempts == 1
+    assert rows[second.job_id].state == JobState.FAILED
+    assert rows[second.job_id].reason == "series 1.2 has 2 orientations"
+    # A job left running by a crashed worker goes back to the queue at its restart.
     InstanceIndex(engine).record(instance("3.3.9", T0, study="3.3", series="3.3.1"))
     queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5))
-    third = claim_next_job(engine, "worker-a")
-    assert requeue_interrupted_jobs(engine) == 1
-    assert claim_next_job(engine, "worker-a") == third
+    third = claim_next_job(engine, "worker-a", 60)
+    assert third is not None
+    assert requeue_jobs_of_worker(engine, "worker-a") == 1
+    again = claim_next_job(engine, "worker-a", 60)
+    assert again is not None and (again.job_id, again.attempt) == (third.job_id, 2)
 
 
 def test_association_audit(engine: Engine) -> None:
