@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
+
 from inference.dicom_out.uids import name_uid
 
 EXAMPLE_CT = Path("ct-totalsegmentator") / "example_ct_dicom"

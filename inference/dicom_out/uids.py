@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 
-
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:vlnode:output-uid:v1")
 
 

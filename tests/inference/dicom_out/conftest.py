@@ -35,6 +35,7 @@ class ExampleCT:
 def labels_on_volume(nifti: Path, volume: Volume3D) -> npt.NDArray[np.uint8]:
     """Nearest-neighbour labels of a NIfTI (RAS) at each voxel centre of ``volume`` (LPS)."""
     image = nib.load(nifti)
+    assert isinstance(image, nib.Nifti1Image)
     data = np.asarray(image.dataobj)
     indices = np.indices(volume.array.shape[:3]).reshape(3, -1).T
     ras = volume.voxel_to_world(indices) * np.array([-1.0, -1.0, 1.0])

@@ -24,7 +24,9 @@ def dciodvfy(path: Path) -> list[str]:
 def dsrdump(path: Path) -> str:
     """The dsrdump rendering of an SR; fails when dsrdump does not exit 0."""
     tool = require_tool("dsrdump")
-    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tool, "+Pl", "+Pu", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, f"dsrdump exit {result.returncode}:\n{result.stderr}"
     return result.stdout
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pydicom
@@ -18,7 +19,12 @@ from tests.inference.dicom_out.conftest import TOTALSEG, ExampleCT
 from tests.inference.dicom_out.dicom_checks import dciodvfy, dciodvfy_knows
 
 
-def _uids(variant: str) -> dict[str, str]:
+class _SegUids(TypedDict):
+    series_instance_uid: str
+    sop_instance_uid: str
+
+
+def _uids(variant: str) -> _SegUids:
     return {
         "series_instance_uid": output_uid(
             STUDY_INSTANCE_UID, TOTALSEG.content_hash, "segmentation", variant, "series"

@@ -49,7 +49,9 @@ def test_catalogue_covers_totalsegmentator_v2_total() -> None:
 def test_catalogue_covers_the_example_labels(shared_data: Path) -> None:
     structures = load_structures(CATALOGUE)
     for name in ("example_seg_dicom.nii.gz", "example_seg.nii.gz"):
-        data = np.asarray(nib.load(shared_data / "ct-totalsegmentator" / name).dataobj)
+        image = nib.load(shared_data / "ct-totalsegmentator" / name)
+        assert isinstance(image, nib.Nifti1Image)
+        data = np.asarray(image.dataobj)
         present = {int(v) for v in np.unique(data) if v}
         assert present, name
         assert present <= set(structures), f"{name}: {sorted(present - set(structures))}"
