@@ -144,14 +144,15 @@ def build_segmentation(
 def read_segmentation(seg: pydicom.Dataset, volume: Volume3D) -> npt.NDArray[np.int32]:
     """The structure labels of a vlnode SEG on ``volume``'s grid (0 where none).
 
-    Frames are placed by the source SOP Instance UID each one references; slices of the
-    volume without a frame read 0 (omitted empty frames).
+    Frames are placed by the source SOP Instance UID each one references or, when the SEG
+    does not reference the volume's instances, by their position on the volume's slices;
+    slices of the volume without a frame read 0 (omitted empty frames).
 
     Raises
     ------
     ValueError
-        When a segment's Tracking ID carries no structure label, or the SEG does not
-        reference the volume's slices.
+        When a segment's Tracking ID carries no structure label, or the SEG's frames do not
+        lie on the volume's slices.
     """
     segmentation = hd.seg.Segmentation.from_dataset(seg, copy=False)
     to_label: dict[int, int] = {}
@@ -164,24 +165,75 @@ def read_segmentation(seg: pydicom.Dataset, volume: Volume3D) -> npt.NDArray[np.
                 "has no structure label in its Tracking ID"
             )
         to_label[number] = int(match.group(1))
-    try:
-        numbers = segmentation.get_pixels_by_source_instance(
-            source_sop_instance_uids=list(volume.source_sop_instance_uids),
-            combine_segments=True,
-            relabel=False,
-            assert_missing_frames_are_empty=True,
-            skip_overlap_checks=False,
-        )
-    except (KeyError, ValueError) as exc:
-        raise ValueError(
-            f"SEG {seg.SOPInstanceUID} does not fit the slices of series "
-            f"{volume.series.series_instance_uid}: {exc}"
-        ) from exc
+    referenced = {uids[2] for uids in segmentation.get_source_image_uids()}
+    if set(volume.source_sop_instance_uids) <= referenced:
+        try:
+            numbers = segmentation.get_pixels_by_source_instance(
+                source_sop_instance_uids=list(volume.source_sop_instance_uids),
+                combine_segments=True,
+                relabel=False,
+                assert_missing_frames_are_empty=True,
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(
+                f"SEG {seg.SOPInstanceUID} does not fit the slices of series "
+                f"{volume.series.series_instance_uid}: {exc}"
+            ) from exc
+    else:
+        numbers = _numbers_by_position(seg, volume)
     lookup = np.zeros(max(to_label) + 1, dtype=np.int32)
     for number, label in to_label.items():
         lookup[number] = label
     labels: npt.NDArray[np.int32] = lookup[np.asarray(numbers, dtype=np.int64)]
     return labels
+
+
+def _numbers_by_position(seg: pydicom.Dataset, volume: Volume3D) -> npt.NDArray[np.int64]:
+    """Segment numbers on the volume's grid, each frame placed by its Image Position (Patient).
+
+    For a SEG whose frames reference other instances (e.g. the same images re-sent under new
+    UIDs): a frame must lie on one of the volume's slices, on its rows and columns.
+    """
+    shape = volume.array.shape[:3]
+    if (int(seg.Rows), int(seg.Columns)) != shape[1:]:
+        raise ValueError(
+            f"SEG {seg.SOPInstanceUID}: frames of {seg.Rows}x{seg.Columns} do not fit the "
+            f"volume's {shape[1]}x{shape[2]} slices"
+        )
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    orientation = np.array(
+        [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
+    )
+    steps = volume.affine[:3, :3]
+    expected = np.concatenate(
+        [steps[:, 2] / np.linalg.norm(steps[:, 2]), steps[:, 1] / np.linalg.norm(steps[:, 1])]
+    )
+    if not np.allclose(orientation, expected, atol=1e-3):
+        raise ValueError(
+            f"SEG {seg.SOPInstanceUID}: plane orientation {orientation.tolist()} differs from "
+            f"series {volume.series.series_instance_uid}"
+        )
+    to_index = np.linalg.inv(volume.affine)
+    pixels = seg.pixel_array.reshape(-1, shape[1], shape[2])
+    labelmap = seg.get("SegmentationType") == "LABELMAP"
+    numbers = np.zeros(shape, dtype=np.int64)
+    for frame, item in zip(pixels, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        index = to_index @ np.array([*position, 1.0])
+        slice_index = int(np.rint(index[0]))
+        if not np.allclose(index[:3], [slice_index, 0.0, 0.0], atol=0.01) or not (
+            0 <= slice_index < shape[0]
+        ):
+            raise ValueError(
+                f"SEG {seg.SOPInstanceUID}: a frame at {position} lies off the slices of "
+                f"series {volume.series.series_instance_uid}"
+            )
+        if labelmap:
+            numbers[slice_index] = np.where(frame > 0, frame, numbers[slice_index])
+        else:
+            number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            numbers[slice_index][frame > 0] = number
+    return numbers
 
 
 def _segment_description(

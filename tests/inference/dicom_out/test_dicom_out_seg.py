@@ -139,6 +139,27 @@ def test_seg_omits_empty_frames(example_ct: ExampleCT) -> None:
     assert np.array_equal(labels, pancreas)
 
 
+@pytest.mark.parametrize("labelmap", [False, True], ids=["binary", "labelmap"])
+def test_seg_is_read_by_position_when_the_uids_differ(
+    example_ct: ExampleCT, labelmap: bool
+) -> None:
+    seg, _ = build_segmentation(
+        example_ct.headers, example_ct.label_map, labelmap=labelmap, **_uids("seg-position")
+    )
+    # The same slices under other UIDs (e.g. the study re-sent after a UID repair).
+    volume = example_ct.volume
+    renamed = replace(
+        volume,
+        source_sop_instance_uids=tuple(f"{uid}.9" for uid in volume.source_sop_instance_uids),
+    )
+    labels = read_segmentation(_through_bytes(seg), renamed)
+    assert np.array_equal(labels, example_ct.reference)
+    shifted = replace(renamed, affine=renamed.affine.copy())
+    shifted.affine[2, 3] += 1.0  # one millimetre off every slice (they are 2 mm apart)
+    with pytest.raises(ValueError, match="lies off the slices"):
+        read_segmentation(_through_bytes(seg), shifted)
+
+
 def test_empty_label_map_is_refused(example_ct: ExampleCT) -> None:
     empty = replace(example_ct.label_map, labels=np.zeros_like(example_ct.reference))
     with pytest.raises(ValueError, match="holds no structure"):
