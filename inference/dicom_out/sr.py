@@ -133,9 +133,10 @@ def build_measurement_report(
 
 def finding_concept(result: FindingResult) -> hd.sr.CodedConcept:
     """SNOMED CT when the catalogue gives a code, else a private 99VLNODE code."""
+    # Code Meaning is LO (64 characters); a long private code value goes to Long Code Value.
     if result.snomed:
-        return hd.sr.CodedConcept(result.snomed, "SCT", result.display)
-    return hd.sr.CodedConcept(result.name, PRIVATE_SCHEME, result.display)
+        return hd.sr.CodedConcept(result.snomed, "SCT", result.display[:64])
+    return hd.sr.CodedConcept(result.name, PRIVATE_SCHEME, result.display[:64])
 
 
 def group_concept(group: str) -> hd.sr.CodedConcept:

@@ -61,6 +61,10 @@ def _findings(example_ct: ExampleCT) -> list[Findings]:
                     threshold=0.5,
                 ),
                 FindingResult("nodule", "Lung nodule", 0.12, present=False, threshold=0.5),
+                # A private code longer than Code Value's 16 characters.
+                FindingResult(
+                    "interstitial_lung_disease_pattern", "Interstitial pattern", 0.33, present=False
+                ),
             ),
             read_sop_instance_uids=(uids[10],),
             method="middle slice",
@@ -261,3 +265,49 @@ def test_sr_refuses_sources_of_two_studies(example_ct: ExampleCT, build: Builder
 def test_sr_refuses_an_empty_report(example_ct: ExampleCT, build: Builder) -> None:
     with pytest.raises(ValueError, match="nothing to report"):
         _build(build, example_ct, findings=[], impression=None, segmentation=None)
+
+
+@pytest.mark.peer
+@BUILDERS
+def test_sr_on_two_series_of_one_study(
+    example_ct: ExampleCT, tmp_path: Path, build: Builder
+) -> None:
+    second = []
+    for header in example_ct.headers:
+        other = copy.deepcopy(header)
+        other.SeriesInstanceUID = f"{header.SeriesInstanceUID}.2"
+        other.SOPInstanceUID = f"{header.SOPInstanceUID}.2"
+        second.append(other)
+    findings = _findings(example_ct)
+    findings[1] = replace(
+        findings[1],
+        series_instance_uid=second[0].SeriesInstanceUID,
+        read_sop_instance_uids=(second[3].SOPInstanceUID,),
+    )
+    sr = _build(
+        build,
+        example_ct,
+        sources=[*example_ct.headers, *second],
+        findings=findings,
+        segmentation=None,
+    )
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    dciodvfy(path)
+    assert second[3].SOPInstanceUID in dsrdump(path)
+    series = {
+        s.SeriesInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for s in study.ReferencedSeriesSequence
+    }
+    assert series == {example_ct.headers[0].SeriesInstanceUID, second[0].SeriesInstanceUID}
+
+
+@pytest.mark.peer
+def test_dciodvfy_check_catches_an_invalid_sr(example_ct: ExampleCT, tmp_path: Path) -> None:
+    sr = _build(build_text_report, example_ct)
+    del sr.CompletionFlag  # type 1 in the SR Document General module
+    path = tmp_path / "broken.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    with pytest.raises(AssertionError, match="dciodvfy errors"):
+        dciodvfy(path)
