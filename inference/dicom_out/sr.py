@@ -128,7 +128,17 @@ def build_measurement_report(
     sr.add_new(0x00181020, "LO", software_versions(algorithms))  # Software Versions
     sr.ManufacturerModelName = ", ".join(a.name for a in algorithms)[:64]
     sr.SeriesDescription = "vlnode findings"
+    sr.CodingSchemeIdentificationSequence = [private_scheme()]
     return sr
+
+
+def private_scheme() -> pydicom.Dataset:
+    """The Coding Scheme Identification (PS3.3 C.12.1.1.2) of the private 99VLNODE codes."""
+    item = pydicom.Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "vlnode finding catalogue"
+    item.CodingSchemeResponsibleOrganization = "vlnode"
+    return item
 
 
 def finding_concept(result: FindingResult) -> hd.sr.CodedConcept:

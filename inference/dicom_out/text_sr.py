@@ -23,6 +23,7 @@ from inference.dicom_out.sr import (
     check_inputs,
     describe_algorithm,
     evidence,
+    private_scheme,
     report_algorithms,
     software_versions,
     sources_by_uid,
@@ -93,6 +94,7 @@ def build_text_report(
         evidence(sources, findings, segmentation)
     )
 
+    ds.CodingSchemeIdentificationSequence = pydicom.Sequence([private_scheme()])
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = [_code(*REPORT_TITLE)]
     ds.ContinuityOfContent = "SEPARATE"

@@ -216,6 +216,7 @@ def test_measurement_report_round_trips_through_bytes(example_ct: ExampleCT) -> 
     assert ("Pleural effusion", "52101004") in codes  # present (SCT)
     assert ("Lung nodule", "272519000") in codes  # absent (SCT)
     assert ("Modality", "ct") in codes
+    assert back.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99VLNODE"
     assert ("Finding Site", "10200004") in codes  # the liver's SNOMED CT code
     evidence = {
         ref.ReferencedSOPInstanceUID
