@@ -217,17 +217,10 @@ def evidence(
 ) -> list[pydicom.Dataset]:
     """Minimal data sets of the instances the SR rests on (read images and the SEG)."""
     by_uid = sources_by_uid(sources)
-    read = {uid for f in findings for uid in f.read_sop_instance_uids}
-    chosen = [ds for uid, ds in by_uid.items() if uid in read] or list(by_uid.values())
+    wanted = dict.fromkeys(uid for f in findings for uid in f.read_sop_instance_uids)
     if segmentation is not None:
-        chosen = [
-            *chosen,
-            *(
-                by_uid[u]
-                for u in segmentation.label_map.volume.source_sop_instance_uids
-                if u in by_uid and u not in read
-            ),
-        ]
+        wanted.update(dict.fromkeys(segmentation.label_map.volume.source_sop_instance_uids))
+    chosen = [by_uid[uid] for uid in wanted if uid in by_uid] or list(by_uid.values())
     first = sources[0]
     items: list[pydicom.Dataset] = []
     for ds in chosen:

@@ -225,6 +225,25 @@ def test_measurement_report_round_trips_through_bytes(example_ct: ExampleCT) -> 
         for ref in series.ReferencedSOPSequence
     }
     assert _seg_reference(example_ct).sop_instance_uid in evidence
+    assert set(example_ct.volume.source_sop_instance_uids) <= evidence
+
+
+@pytest.mark.peer
+def test_segmentation_only_report_lists_each_instance_once(
+    example_ct: ExampleCT, tmp_path: Path
+) -> None:
+    sr = _build(build_measurement_report, example_ct, findings=[], impression=None)
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    dciodvfy(path)
+    refs = [
+        ref.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    ]
+    assert len(refs) == len(set(refs)) == len(example_ct.headers) + 1
+    assert "Liver" in dsrdump(path)
 
 
 def _blank_times(ds: pydicom.Dataset, element: pydicom.DataElement) -> None:
