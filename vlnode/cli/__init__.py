@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vlnode.cli.train",
     "vlnode.cli.evaluate",
     "vlnode.cli.models",
+    "vlnode.cli.send",
+    "vlnode.cli.deliveries",
 )
 
 

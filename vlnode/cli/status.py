@@ -11,7 +11,7 @@ from vlnode.cli.common import settings_or_exit
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("status", help="show studies, jobs and recent associations")
+    parser = sub.add_parser("status", help="show studies, jobs, deliveries and recent associations")
     parser.add_argument("--limit", type=int, default=10, help="rows per table (default 10)")
     parser.set_defaults(func=run)
 
@@ -39,10 +39,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     jobs = ", ".join(f"{k} {v}" for k, v in sorted(summary.jobs_by_state.items())) or "none"
     print(f"data directory: {settings.store.data_dir.resolve()}")
+    deliveries = (
+        ", ".join(f"{k} {v}" for k, v in sorted(summary.deliveries_by_state.items())) or "none"
+    )
     print(
         f"studies {summary.studies}, series {summary.series}, instances {summary.instances}, "
-        f"quarantined {summary.quarantined}; jobs: {jobs}\n"
+        f"quarantined {summary.quarantined}; jobs: {jobs}"
     )
+    print(f"outputs {summary.outputs}; deliveries: {deliveries}\n")
     print("Recent studies")
     print(
         table(
@@ -78,4 +82,19 @@ def run(args: argparse.Namespace) -> int:
             ],
         )
     )
+    if summary.dead_letters:
+        print("\nDeliveries given up (dead letters)")
+        print(
+            table(
+                ("id", "destination", "sop instance uid", "kind", "tries", "error"),
+                [
+                    (d.id, d.destination, d.sop_instance_uid, d.kind, d.attempts, d.last_error)
+                    for d in summary.dead_letters
+                ],
+            )
+        )
+        print(
+            "once the cause is fixed: vlnode deliveries --resend-dead "
+            "(or --resend ID ...); vlnode deliveries lists them all"
+        )
     return 0
