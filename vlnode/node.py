@@ -1,4 +1,4 @@
-"""The embedded node (``vlnode serve``): listener and stable-study detection in one process.
+"""The embedded node (``vlnode serve``): listener, stable studies, worker and sender together.
 
 Past one machine the same pieces run as separate processes on a shared PostgreSQL; here they
 are threads, plus optional extra listener processes that serve connections this process
@@ -18,12 +18,15 @@ from typing import Any
 
 from dicom_node.dispatch import ConnectionDispatcher, LoadBoard
 from dicom_node.recovery import RunMarker, record_unrecorded_files
+from dicom_node.sender import Sender
 from dicom_node.server import Listener, ListenerRole
 from dicom_node.spool import Spool
 from dicom_node.stable import StableStudyDetector
+from inference.worker import default_worker_name
 from store.database import make_engine, upgrade_schema
-from store.jobs import requeue_interrupted_jobs
+from store.jobs import requeue_jobs_of_worker
 from vlnode.settings import Settings
+from vlnode.workers import build_worker
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,12 @@ class Node:
         self.detector = StableStudyDetector(
             self.engine, settings.study.stable_seconds, settings.study.check_interval_seconds
         )
+        # The embedded node's worker keeps its name across restarts, so a restart takes up at
+        # once the job it was killed in; separate `vlnode work` processes rely on leases.
+        self.worker = build_worker(
+            settings, self.engine, settings.worker.name or default_worker_name("serve")
+        )
+        self.sender = Sender(settings, self.engine, f"{self.worker.name}-sender")
         self.run_marker = RunMarker(settings.store.data_dir)
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._stop = threading.Event()
@@ -112,7 +121,9 @@ class Node:
                 len(report.unreadable),
             )
         self.run_marker.set()
-        requeued = requeue_interrupted_jobs(self.engine)
+        requeued = requeue_jobs_of_worker(
+            self.engine, self.worker.name, max_attempts=self.settings.worker.max_attempts
+        )
         if requeued:
             log.info("requeued %d job(s) left running by the previous run", requeued)
         for index, (_, theirs) in enumerate(self._channels, start=1):
@@ -126,6 +137,8 @@ class Node:
             self._children.append(child)
         self.listener.start()
         self.detector.start()
+        self.worker.start()
+        self.sender.start()
 
     def run_until_signalled(self) -> None:
         def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -148,6 +161,8 @@ class Node:
         for ours, _ in self._channels:
             ours.close()
         self.detector.stop()
+        self.worker.stop()
+        self.sender.stop()
         self.engine.dispose()
         if any(child.is_alive() for child in self._children):
             log.warning("a listener process did not stop: the spool is checked at next start")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 # Each module defines ``register(subparsers) -> None`` and sets ``func`` on its parser(s).
 COMMAND_MODULES: tuple[str, ...] = (
     "vlnode.cli.serve",
+    "vlnode.cli.work",
+    "vlnode.cli.search",
     "vlnode.cli.echo",
     "vlnode.cli.status",
     "vlnode.cli.volume",

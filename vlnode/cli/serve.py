@@ -10,11 +10,15 @@ from vlnode.cli.common import settings_or_exit
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("serve", help="run the DICOM node (listener, stable-study detection)")
+    parser = sub.add_parser(
+        "serve", help="run the DICOM node: listener, stable studies, worker and sender together"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from inference.packages import PackageError
+    from inference.routing import RoutingError
     from store.database import StoreError
     from vlnode.node import Node, configure_logging
 
@@ -22,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.logging.level)
     try:
         node = Node(settings)
-    except StoreError as exc:
+    except (StoreError, RoutingError, PackageError) as exc:
         print(f"vlnode: {exc}", file=sys.stderr)
         return 2
     try:
