@@ -1,0 +1,187 @@
+"""Turnaround benchmark: from a study becoming ready to its last output acknowledged.
+
+For one chest X-ray (a cxr-covid-notes image as DX) and one generated 300-slice 512x512 CT,
+each round starts from a fresh store with the study received, queues its job (the moment the
+study is ready), lets the worker read it with the committed packages of conf/routing.toml
+(loaded once beforehand, as in a running node) and the sender deliver the SR to a real
+destination (dcmtk ``storescp``), and stops the clock at the destination's acknowledgement.
+It prints the median of each figure against its target, the CT's breakdown (headers read from
+the spool, rebuild, each model, encode, send), and as the peer measured in the same run the
+time dcmtk's ``storescu`` takes to send the same SR file to the same ``storescp``.
+
+Run: ``.venv/bin/python benchmarks/turnaround.py [--rounds 3] [--slices 300]``.
+Needs dcmtk (scripts/setup.sh) and ../shared/data for the chest X-ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pydicom  # noqa: E402
+
+from dicom_node.sender import Sender  # noqa: E402
+from store.database import make_engine, upgrade_schema  # noqa: E402
+from store.instances import InstanceIndex  # noqa: E402
+from store.jobs import queue_jobs_for_quiet_studies  # noqa: E402
+from store.records import ReceivedInstance  # noqa: E402
+from tests.chest_example import chest_xray_dicom  # noqa: E402
+from tests.dicom_factory import write_ct_study  # noqa: E402
+from vlnode.settings import DeliverySettings, Destination, Settings, StoreSettings  # noqa: E402
+from vlnode.workers import build_worker  # noqa: E402
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+SHARED_DATA = REPO.parent / "shared" / "data"
+TARGETS = {"chest X-ray": 2.0, "CT": 45.0}  # seconds on this CPU (issue 13)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def receive(settings: Settings, files: list[Path]) -> None:
+    """Copy files into the spool and record them, as the listener would have."""
+    engine = make_engine(settings.database_url)
+    index = InstanceIndex(engine)
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        relative = (
+            Path("spool") / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        )
+        target = settings.store.data_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        index.record(
+            ReceivedInstance(
+                str(ds.StudyInstanceUID),
+                str(ds.SeriesInstanceUID),
+                str(ds.SOPInstanceUID),
+                str(ds.SOPClassUID),
+                str(ds.file_meta.TransferSyntaxUID),
+                str(ds.Modality),
+                str(relative),
+                path.stat().st_size,
+                dt.datetime.now(dt.UTC),
+                "BENCH",
+                None,
+            )
+        )
+    index.close()
+    engine.dispose()
+
+
+def one_round(work: Path, files: list[Path], port: int) -> tuple[float, dict[str, float]]:
+    """Seconds from ready to acknowledged, and the stage breakdown."""
+    data_dir = work / f"data-{time.monotonic_ns()}"
+    settings = Settings(
+        store=StoreSettings(data_dir=data_dir),
+        destinations=(Destination(name="dest", ae_title="DEST", host="127.0.0.1", port=port),),
+        delivery=DeliverySettings(poll_interval_seconds=0.01),
+    )
+    engine = make_engine(settings.database_url)
+    upgrade_schema(engine)
+    receive(settings, files)
+    worker = build_worker(settings, engine, "bench")
+    for rule in worker.reader.table.rules:  # a running node has its packages loaded
+        for package in rule.packages:
+            worker.reader.pipeline(package)
+    sender = Sender(settings, engine, "bench-sender")
+    started = time.perf_counter()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    queue_jobs_for_quiet_studies(engine, 1.0, now=later)
+    outcome = worker.run_once()
+    read = time.perf_counter()
+    if outcome is None or outcome.state != "done":
+        raise SystemExit(f"turnaround: the job did not complete: {outcome}")
+    while sender.run_once():
+        pass
+    total = time.perf_counter() - started
+    timings = dict(outcome.timings)
+    timings.pop("package load", None)
+    timings["send"] = time.perf_counter() - read
+    engine.dispose()
+    shutil.rmtree(data_dir)
+    return total, timings
+
+
+def peer_send(sr_file: Path, port: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        # -R: propose only the file's own SOP class (the default list lacks the SR classes).
+        ["storescu", "-R", "-aec", "DEST", "127.0.0.1", str(port), str(sr_file)],
+        env=DCMTK_ENV,
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=300)
+    args = parser.parse_args()
+    for tool in ("storescp", "storescu"):
+        if shutil.which(tool) is None:
+            print(f"turnaround: {tool} is not installed; run scripts/setup.sh", file=sys.stderr)
+            return 2
+    if not (SHARED_DATA / "cxr-covid-notes").is_dir():
+        print(f"turnaround: {SHARED_DATA}/cxr-covid-notes is missing", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="vlnode-turnaround-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        received = work / "received"
+        received.mkdir()
+        destination = subprocess.Popen(
+            ["storescp", "-aet", "DEST", "-od", str(received), "+xa", str(port)],
+            env=DCMTK_ENV,
+        )
+        try:
+            time.sleep(0.5)
+            cases = {
+                "chest X-ray": [chest_xray_dicom(SHARED_DATA, work / "cxr" / "cxr.dcm")],
+                "CT": write_ct_study(work / "ct", (args.slices,), rows=512, columns=512)[1],
+            }
+            for name, files in cases.items():
+                totals, stages = [], []
+                for _ in range(args.rounds):
+                    total, timings = one_round(work, files, port)
+                    totals.append(total)
+                    stages.append(timings)
+                median = statistics.median(totals)
+                sr_file = max(received.iterdir(), key=lambda p: p.stat().st_mtime)
+                peer = statistics.median(peer_send(sr_file, port) for _ in range(args.rounds))
+                print(
+                    f"{name} ({len(files)} instance(s)): {median:.2f} s from ready to "
+                    f"acknowledged (median of {args.rounds}; target {TARGETS[name]:.0f} s: "
+                    f"{median / TARGETS[name]:.2f} of it); storescu sending the same SR: "
+                    f"{peer:.3f} s (vlnode's send stage / storescu: "
+                    f"{statistics.median(s['send'] for s in stages) / peer:.2f})"
+                )
+                for key in stages[0]:
+                    value = statistics.median(s.get(key, 0.0) for s in stages)
+                    print(f"    {key:<32} {value:7.3f} s")
+        finally:
+            destination.terminate()
+            destination.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
