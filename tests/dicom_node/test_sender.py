@@ -242,13 +242,13 @@ def scp() -> Iterator[Callable[..., int]]:
         def on_store(_event: Any) -> int:
             return answers.pop(0) if len(answers) > 1 else answers[0]
 
-        port = free_port()
-        servers.append(
-            ae.start_server(
-                ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-            )
+        # Port 0: the kernel picks a port no other server of the run can hold (a port from
+        # free_port() may be taken again before it is bound, by a server that accepts stores).
+        server = ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
         )
-        return port
+        servers.append(server)
+        return int(server.server_address[1])
 
     yield start
     for server in servers:
