@@ -29,15 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import pydicom  # noqa: E402
 
 from dicom_node.sender import Sender  # noqa: E402
 from store.database import make_engine, upgrade_schema  # noqa: E402
-from store.instances import InstanceIndex  # noqa: E402
 from store.jobs import queue_jobs_for_quiet_studies  # noqa: E402
-from store.records import ReceivedInstance  # noqa: E402
 from tests.chest_example import chest_xray_dicom  # noqa: E402
 from tests.dicom_factory import write_ct_study  # noqa: E402
+from tests.received import receive_files  # noqa: E402
 from vlnode.settings import DeliverySettings, Destination, Settings, StoreSettings  # noqa: E402
 from vlnode.workers import build_worker  # noqa: E402
 
@@ -55,33 +53,9 @@ def free_port() -> int:
 
 
 def receive(settings: Settings, files: list[Path]) -> None:
-    """Copy files into the spool and record them, as the listener would have."""
+    """Put the study in the spool and the store, as the listener would have."""
     engine = make_engine(settings.database_url)
-    index = InstanceIndex(engine)
-    for path in files:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        relative = (
-            Path("spool") / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
-        )
-        target = settings.store.data_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        index.record(
-            ReceivedInstance(
-                str(ds.StudyInstanceUID),
-                str(ds.SeriesInstanceUID),
-                str(ds.SOPInstanceUID),
-                str(ds.SOPClassUID),
-                str(ds.file_meta.TransferSyntaxUID),
-                str(ds.Modality),
-                str(relative),
-                path.stat().st_size,
-                dt.datetime.now(dt.UTC),
-                "BENCH",
-                None,
-            )
-        )
-    index.close()
+    receive_files(engine, settings.store.data_dir, files, "BENCH")
     engine.dispose()
 
 

@@ -223,8 +223,13 @@ def test_gives_up_after_max_attempts(engine: Engine, data_dir: Path, queued_outp
 
 
 @pytest.fixture
-def scp() -> Iterator[Callable[..., int]]:
+def scp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., int]]:
     """Start an in-process pynetdicom AE; returns its port."""
+    # Importing the listener (dicom_node.server) makes every acceptor of this process take any
+    # storage class; the peer stands for another process that supports only what it lists.
+    from pynetdicom import _config
+
+    monkeypatch.setattr(_config, "UNRESTRICTED_STORAGE_SERVICE", False)
     servers: list[Any] = []
 
     def start(
@@ -242,8 +247,7 @@ def scp() -> Iterator[Callable[..., int]]:
         def on_store(_event: Any) -> int:
             return answers.pop(0) if len(answers) > 1 else answers[0]
 
-        # Port 0: the kernel picks a port no other server of the run can hold (a port from
-        # free_port() may be taken again before it is bound, by a server that accepts stores).
+        # Port 0: the kernel picks the port as it binds.
         server = ae.start_server(
             ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import shutil
 from pathlib import Path
 
 import pydicom
@@ -13,11 +12,10 @@ from sqlalchemy import Engine, select
 
 from inference.worker import Worker
 from store.database import make_engine, upgrade_schema
-from store.instances import InstanceIndex
 from store.jobs import JobState, queue_jobs_for_quiet_studies
-from store.records import ReceivedInstance
 from store.tables import Job
 from tests.dicom_factory import write_ct_study
+from tests.received import receive_files
 from vlnode.settings import Destination, Settings, StoreSettings, WorkerSettings
 from vlnode.workers import build_worker
 
@@ -48,32 +46,7 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 def _receive(engine: Engine, settings: Settings, files: list[Path]) -> str:
-    """Put files in the spool and record them, as the listener does; return the study UID."""
-    index = InstanceIndex(engine)
-    study = ""
-    for path in files:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        study = str(ds.StudyInstanceUID)
-        relative = Path("spool") / study / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
-        (settings.store.data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, settings.store.data_dir / relative)
-        index.record(
-            ReceivedInstance(
-                study,
-                str(ds.SeriesInstanceUID),
-                str(ds.SOPInstanceUID),
-                str(ds.SOPClassUID),
-                str(ds.file_meta.TransferSyntaxUID),
-                str(ds.Modality),
-                str(relative),
-                path.stat().st_size,
-                dt.datetime.now(dt.UTC),
-                "PACS",
-                None,
-            )
-        )
-    index.close()
-    return study
+    return receive_files(engine, settings.store.data_dir, files)
 
 
 def _queue(engine: Engine) -> None:
