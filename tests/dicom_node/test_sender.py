@@ -112,7 +112,7 @@ def queued_output(engine: Engine, data_dir: Path) -> str:
     queue_jobs_for_quiet_studies(engine, 1, now=T0 + dt.timedelta(seconds=5))
     job = claim_next_job(engine, "worker", 60)
     assert job is not None
-    sop = generate_uid(prefix="2.25.")
+    sop = generate_uid(prefix=None)  # 2.25.<UUID>: at most 44 characters
     relative = f"outputs/{STUDY}/{sop}.dcm"
     digest = write_sr(data_dir / relative, sop)
     record = OutputRecord(
