@@ -28,6 +28,7 @@ class StudyLine:
     instances: int
     last_received_at: dt.datetime
     job_state: str | None
+    job_reason: str | None = None  # why the latest job failed or was skipped
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,23 @@ def summarise(engine: Engine, limit: int = 10) -> NodeSummary:
             .limit(1)
             .scalar_subquery()
         )
+        latest_reason = (
+            select(Job.reason)
+            .where(Job.study_id == Study.id)
+            .order_by(Job.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         studies = [
-            StudyLine(uid, int(s), int(i), last, str(state) if state else None)
-            for uid, s, i, last, state in conn.execute(
+            StudyLine(uid, int(s), int(i), last, str(state) if state else None, reason)
+            for uid, s, i, last, state, reason in conn.execute(
                 select(
                     Study.study_instance_uid,
                     series_count,
                     instance_count,
                     Study.last_received_at,
                     latest_job,
+                    latest_reason,
                 )
                 .order_by(Study.last_received_at.desc())
                 .limit(limit)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from inference.worker import Worker
 from store.database import make_engine, upgrade_schema
 from store.jobs import JobState, queue_jobs_for_quiet_studies
+from store.summary import summarise
 from store.tables import Job
 from tests.dicom_factory import write_ct_study
 from tests.received import receive_files
@@ -99,6 +100,8 @@ def test_a_study_no_rule_matches_is_skipped_with_the_reason(
     outcome = worker.run_once()
     assert outcome is not None and outcome.state == JobState.SKIPPED
     assert outcome.reason and "no routing rule matches" in outcome.reason
+    (line,) = summarise(engine).recent_studies  # what `vlnode status` shows the operator
+    assert (line.job_state, line.job_reason) == ("skipped", outcome.reason)
 
 
 def test_rereading_a_study_writes_the_same_objects(

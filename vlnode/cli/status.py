@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                     s.series,
                     s.instances,
                     s.last_received_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    s.job_state or "receiving",
+                    (s.job_state or "receiving")
+                    + (f": {s.job_reason}" if s.job_state in ("failed", "skipped") else ""),
                 )
                 for s in summary.recent_studies
             ],
