@@ -105,11 +105,6 @@ class StudyReader:
                 )
             return self._pipelines[key]
 
-    def loaded(self) -> list[FindingsPipeline]:
-        """The pipelines loaded so far."""
-        with self._lock:
-            return list(self._pipelines.values())
-
     def read(self, series: Sequence[SeriesInput]) -> StudyReading:
         """Route the study and read the chosen series with every package of the rule.
 
@@ -121,10 +116,8 @@ class StudyReader:
             When a chosen series cannot be rebuilt or a package cannot be loaded.
         """
         timings: dict[str, float] = {}
-        started = time.perf_counter()
-        headers = {s.series_instance_uid: _headers(s.files) for s in series}
-        timings["headers"] = time.perf_counter() - started
-        facts = [_facts(s, headers[s.series_instance_uid]) for s in series]
+        # Routing needs one header per series; only the series read need all of theirs.
+        facts = [_facts(s, pydicom.dcmread(s.files[0], stop_before_pixels=True)) for s in series]
         decision = route(self.table, facts)
         if decision.rule is None:
             raise StudyNotRead(decision.reason)
@@ -139,13 +132,16 @@ class StudyReader:
             started = time.perf_counter()
             item = rebuild_series(files)
             timings["rebuild"] = timings.get("rebuild", 0.0) + time.perf_counter() - started
-            window = _display_window(headers[chosen.series_instance_uid])
+            started = time.perf_counter()
+            headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+            timings["headers"] = timings.get("headers", 0.0) + time.perf_counter() - started
+            window = _display_window(headers[0])
             for pipeline in pipelines:
                 started = time.perf_counter()
                 readings.append(pipeline.read(item, window))
                 key = f"model {pipeline.algorithm.name}"
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
-            sources.extend(headers[chosen.series_instance_uid])
+            sources.extend(headers)
         return StudyReading(
             decision.rule,
             tuple(readings),
@@ -155,12 +151,7 @@ class StudyReader:
         )
 
 
-def _headers(files: Sequence[Path]) -> list[Dataset]:
-    return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-
-
-def _facts(series: SeriesInput, headers: Sequence[Dataset]) -> SeriesFacts:
-    first = headers[0]
+def _facts(series: SeriesInput, first: Dataset) -> SeriesFacts:
     return SeriesFacts(
         series_instance_uid=series.series_instance_uid,
         modality=str(first.get("Modality", "")),
@@ -168,20 +159,18 @@ def _facts(series: SeriesInput, headers: Sequence[Dataset]) -> SeriesFacts:
         sop_class_uid=str(first.get("SOPClassUID", "")),
         series_description=str(first.get("SeriesDescription", "")),
         calling_ae_titles=series.calling_ae_titles,
-        instances=len({str(h.get("SOPInstanceUID", i)) for i, h in enumerate(headers)}),
+        instances=len(series.files),  # the store keeps one row per SOP Instance UID
     )
 
 
-def _display_window(headers: Sequence[Dataset]) -> tuple[float, float] | None:
+def _display_window(ds: Dataset) -> tuple[float, float] | None:
     """The first WindowCenter/WindowWidth pair the modality stored, if any (CT display)."""
-    for ds in headers[:1]:
-        centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-        if centre is None or width is None:
-            return None
-        try:
-            c = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
-            w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        except (TypeError, ValueError):
-            return None
-        return (c, w) if w > 1 else None
-    return None
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is None or width is None:
+        return None
+    try:
+        c = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
+        w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+    except (TypeError, ValueError):
+        return None
+    return (c, w) if w > 1 else None

@@ -177,14 +177,6 @@ class Worker:
     def _save_embeddings(self, job: ClaimedJob, reading: StudyReading) -> None:
         for item in reading.readings:
             algorithm = item.findings.algorithm
-            pipeline_path = next(
-                (
-                    p.model.path
-                    for p in self.reader.loaded()
-                    if p.algorithm.content_hash == algorithm.content_hash
-                ),
-                None,
-            )
             save_embedding(
                 self.engine,
                 study_instance_uid=job.study_instance_uid,
@@ -192,7 +184,7 @@ class Worker:
                 package_name=algorithm.name,
                 package_version=algorithm.version,
                 package_hash=algorithm.content_hash,
-                package_path=str(pipeline_path or ""),
+                package_path=str(item.package_path),
                 vector=item.embedding,
             )
 

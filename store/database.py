@@ -7,7 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -39,6 +40,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def dialect_insert(bind: Connection | Engine) -> Any:
+    """The INSERT construct with ``on_conflict_*`` of the bind's database (PostgreSQL, SQLite)."""
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from store.database import dialect_insert
 from store.tables import SeriesEmbedding, utcnow
 
 _DTYPE = np.dtype("<f4")
@@ -63,7 +63,7 @@ def save_embedding(
         "vector": array.astype(_DTYPE).tobytes(),
         "created_at": utcnow(),
     }
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(engine)
     statement = insert(SeriesEmbedding).values(
         series_instance_uid=series_instance_uid, package_hash=package_hash, **values
     )

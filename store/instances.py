@@ -19,16 +19,11 @@ import threading
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from store.database import dialect_insert
 from store.records import ReceivedInstance
 from store.tables import Instance, Output, Series, Study
 from store.write_lock import WriterLock
-
-
-def _dialect_insert(bind: Connection | Engine) -> Any:
-    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
-
 
 # The SOP classes the node writes: every SR class (PS3.4 B.5, 1.2.840.10008.5.1.4.1.1.88.x)
 # and Segmentation Storage.
@@ -57,7 +52,7 @@ class InstanceIndex:
         # Built once: executing a ready statement with a parameter dict skips SQLAlchemy's
         # per-call statement building and cache-key work on the hot path.
         self._insert_instance = (
-            _dialect_insert(engine)(Instance).on_conflict_do_nothing().returning(Instance.id)
+            dialect_insert(engine)(Instance).on_conflict_do_nothing().returning(Instance.id)
         )
         self._touch_study = (
             update(Study)
@@ -148,7 +143,7 @@ class InstanceIndex:
         if cached is not None:
             return cached
         conn.execute(
-            _dialect_insert(conn)(table)
+            dialect_insert(conn)(table)
             .values({uid_column.key: uid, **values})
             .on_conflict_do_nothing()
         )

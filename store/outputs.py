@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, and_, or_, select, update
 
+from store.database import dialect_insert
 from store.jobs import JobStateError, finish_statement, job_state_error
 from store.tables import Delivery, DeliveryState, JobState, Output, utcnow
 
@@ -91,10 +91,6 @@ class _JobLost(Exception):
     """Rolls the transaction back when the job is not the worker's to complete."""
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def complete_job(
     engine: Engine,
     job_id: int,
@@ -137,7 +133,7 @@ def complete_job(
                     )
                 ).all()
             )
-            insert = _insert(conn)
+            insert = dialect_insert(conn)
             for record in by_uid.values():
                 values = {
                     "job_id": job_id,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +43,7 @@ class SeriesReading:
 
     findings: Findings
     embedding: npt.NDArray[np.float32]
+    package_path: Path  # the package that read it: search embeds queries with the same one
 
 
 class FindingsPipeline:
@@ -102,7 +104,7 @@ class FindingsPipeline:
             read_sop_instance_uids=uids,
             method=method,
         )
-        return SeriesReading(findings, mean.numpy().astype(np.float32))
+        return SeriesReading(findings, mean.numpy().astype(np.float32), self.model.path)
 
     def _planes(
         self, volume: Volume3D, window: tuple[float, float] | None
@@ -163,7 +165,7 @@ class FindingsPipeline:
                     )
                 )
             else:
-                threshold = float(getattr(finding, "threshold", 0.5))
+                threshold = finding.threshold
                 results.append(
                     FindingResult(
                         finding.name,
