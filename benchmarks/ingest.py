@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,17 +54,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def start_receiver(args: list[str], log: Path, **options: Any) -> subprocess.Popen[bytes]:
+    """Start a receiver with its output in ``log``, so that a failed start can say why."""
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        return subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, **options)
+
+
+def wait_for_port(
+    name: str, port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 60
+) -> None:
+    """Wait until ``port`` accepts; if the receiver exits or never listens, say why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"receiver exited with {process.returncode} at start")
+            raise RuntimeError(
+                f"{name} exited with {process.returncode} at start; its output:\n" + _tail(log)
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
+    raise RuntimeError(
+        f"{name} does not listen on port {port} after {timeout:g} s; its output:\n" + _tail(log)
+    )
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    text = log.read_text(errors="replace").strip() if log.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
 
 
 def settle() -> None:
@@ -89,11 +108,10 @@ def storescp(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
     args = ["storescp", "-aet", "STORESCP", "-od", str(out), "+xa", str(port)]
     if fork:
         args.insert(1, "--fork")
-    process = subprocess.Popen(
-        args, env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = work / "storescp.log"
+    process = start_receiver(args, log, env=DCMTK_ENV)
     try:
-        wait_for_port(port, process)
+        wait_for_port("storescp", port, process, log)
         yield "STORESCP", port
     finally:
         stop(process)
@@ -122,11 +140,10 @@ def orthanc(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
     }
     path = work / "orthanc.json"
     path.write_text(json.dumps(config))
-    process = subprocess.Popen(
-        ["Orthanc", str(path)], env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = work / "orthanc.log"
+    process = start_receiver(["Orthanc", str(path)], log, env=DCMTK_ENV)
     try:
-        wait_for_port(dicom_port, process)
+        wait_for_port("Orthanc", dicom_port, process, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=10) as rsp:
             json.load(rsp)
         yield "ORTHANC", dicom_port
@@ -148,15 +165,10 @@ def vlnode(work: Path, fork: bool, spool_sync: str = "auto") -> Iterator[tuple[s
         VLNODE_LOGGING__LEVEL="WARNING",
         PYTHONPATH=str(REPO),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vlnode.cli", "serve"],
-        env=env,
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = work / "vlnode.log"
+    process = start_receiver([sys.executable, "-m", "vlnode.cli", "serve"], log, env=env, cwd=work)
     try:
-        wait_for_port(port, process)
+        wait_for_port("vlnode serve", port, process, log)
         time.sleep(1.0)  # let the second listener process bind too
         yield "VLNODE", port
     finally:
