@@ -1,6 +1,9 @@
 """Model packages: a folder the node loads a model from, checked against its content hash.
 
-Layout of a findings package::
+Every task's package has a ``package.json`` manifest naming its task and listing its model
+files with their SHA-256; :func:`verify_package` checks them whatever the task. Each task's
+loader names the files it needs (the impression and segmentation loaders live beside their
+models). Layout of a findings package::
 
     package.json        manifest: name, version, task, file hashes, content_hash
     config.json         DualEncoderConfig
@@ -44,8 +47,7 @@ WEIGHTS = "weights.safetensors"
 TOKENIZER = "tokenizer.json"
 CATALOGUE = "catalogue.toml"
 ENTITIES = "entities.toml"
-MODEL_FILES = (CONFIG, WEIGHTS, TOKENIZER, CATALOGUE)
-OPTIONAL_MODEL_FILES = (ENTITIES,)  # hashed like the others when the manifest lists them
+MODEL_FILES = (CONFIG, WEIGHTS, TOKENIZER, CATALOGUE)  # of a findings package
 FORMAT_VERSION = 1
 
 
@@ -160,23 +162,34 @@ def read_manifest(path: str | Path) -> Manifest:
         raise PackageError(f"{str(folder)!r} is not a model package: {MANIFEST}: {exc}") from exc
 
 
-def verify_package(path: str | Path) -> Manifest:
-    """Check every model file against the manifest; :class:`PackageError` names a bad one."""
+def verify_package(path: str | Path, required: Sequence[str] = ()) -> Manifest:
+    """Check every model file the manifest lists against its hash, and that each of
+    ``required`` is among them; :class:`PackageError` names a missing or altered file."""
     folder = Path(path)
     manifest = read_manifest(folder)
-    optional = [name for name in OPTIONAL_MODEL_FILES if name in manifest.files]
-    for name in (*MODEL_FILES, *optional):
+    for name in required:
+        if name not in manifest.files:
+            raise PackageError(
+                f"package {folder}: its manifest does not list {name}, which a "
+                f"{manifest.task} package needs"
+            )
+    for name, recorded in manifest.files.items():
         file = folder / name
         if not file.is_file():
             raise PackageError(f"package {folder}: {name} is missing")
-        digest = file_sha256(file)
-        if manifest.files.get(name) != digest:
+        if file_sha256(file) != recorded:
             raise PackageError(
                 f"package {folder}: {name} does not match its recorded hash (altered or corrupt)"
             )
     if content_hash(manifest.files, manifest.text_encoder_reference) != manifest.content_hash:
         raise PackageError(f"package {folder}: content_hash does not match its files")
     return manifest
+
+
+def require_task(manifest: Manifest, folder: Path, task: str) -> None:
+    """Refuse a package made for another task, naming both."""
+    if manifest.task != task:
+        raise PackageError(f"package {folder} is a {manifest.task} package, not a {task} package")
 
 
 def load_findings_package(
@@ -186,7 +199,8 @@ def load_findings_package(
     from safetensors.torch import load_file
 
     folder = Path(path)
-    manifest = verify_package(folder) if verify else read_manifest(folder)
+    manifest = verify_package(folder, MODEL_FILES) if verify else read_manifest(folder)
+    require_task(manifest, folder, "findings")
     config = DualEncoderConfig.from_file(folder / CONFIG)
     tokenizer = TextTokenizer.from_file(folder / TOKENIZER, config.text.max_length)
     model = build_dual_encoder(config, vocab_size=tokenizer.vocab_size)

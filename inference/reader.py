@@ -2,31 +2,59 @@
 
 No database and no files written here: the worker hands in the study's series (files in the
 spool) and gets back typed results, or a :class:`StudyNotRead` naming why nothing was read.
-Packages are loaded once per location and kept for every later study.
+Packages are loaded once per location and kept for every later study. A package's manifest
+names its task, and :data:`PIPELINES` the code that reads a series with it: findings give a
+:class:`SeriesReading`, an impression package an :class:`Impression`, a segmentation package
+a :class:`LabelMap`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pydicom
 import torch
 from pydicom.dataset import Dataset
 
-from inference.packages import PackageError, load_findings_package, read_manifest
-from inference.pipelines.findings import FindingsPipeline, SeriesReading
+from inference.packages import PackageError, read_manifest
+from inference.pipelines.findings import SeriesReading
+from inference.results import AlgorithmIdentity, Impression, LabelMap
 from inference.routing import RoutingTable, Rule, SeriesFacts, route
 from inference.volume import rebuild_series
+from inference.volume.types import Image2D, Volume3D
 
 log = logging.getLogger(__name__)
 
 # A registry reference ("registry:NAME" or "registry:NAME@VERSION") to a package folder.
 RegistryResolver = Callable[[str], Path]
+
+
+# The module:function that loads a package of each task as a pipeline (imported on first use).
+PIPELINES = {
+    "findings": "inference.pipelines.findings:load_pipeline",
+    "impression": "inference.pipelines.impression:load_pipeline",
+    "segmentation": "inference.pipelines.segmentation:load_pipeline",
+}
+
+SeriesResult = SeriesReading | Impression | LabelMap
+
+
+class Pipeline(Protocol):
+    """A loaded package that reads one rebuilt series (``window``: the CT display window)."""
+
+    @property
+    def algorithm(self) -> AlgorithmIdentity: ...
+
+    def read(
+        self, item: Volume3D | Sequence[Image2D], window: tuple[float, float] | None
+    ) -> SeriesResult: ...
 
 
 class StudyNotRead(Exception):
@@ -47,9 +75,11 @@ class StudyReading:
     """What the routed packages found in a study, with the headers the outputs copy."""
 
     rule: Rule
-    readings: tuple[SeriesReading, ...]
+    readings: tuple[SeriesReading, ...]  # findings, one per findings package and series
     sources: tuple[Dataset, ...]  # headers (no pixels) of every instance of the read series
     package_hashes: tuple[str, ...]
+    impressions: tuple[Impression, ...] = ()
+    label_maps: tuple[LabelMap, ...] = ()
     # Seconds per stage ("headers", "rebuild", "package load", "model NAME"), for benchmarks.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -75,10 +105,10 @@ class StudyReader:
         self.table = table
         self.device = device
         self.resolve_registry = resolve_registry
-        self._pipelines: dict[str, FindingsPipeline] = {}
+        self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
 
-    def pipeline(self, package: str) -> FindingsPipeline:
+    def pipeline(self, package: str) -> Pipeline:
         """The loaded pipeline of a rule's package entry (loaded and hash-checked once)."""
         location = self.table.package_location(package)
         if isinstance(location, str):
@@ -89,18 +119,22 @@ class StudyReader:
         with self._lock:
             if key not in self._pipelines:
                 task = read_manifest(location).task
-                if task != "findings":
+                if task not in PIPELINES:
                     raise PackageError(
-                        f"package {location} is a {task} package; this node runs findings "
-                        "packages only so far: remove it from the routing rule"
+                        f"package {location} is a {task!r} package; the node reads "
+                        f"{', '.join(sorted(PIPELINES))} packages: remove it from the routing rule"
                     )
-                model = load_findings_package(location, device=self.device)
-                self._pipelines[key] = FindingsPipeline(model)
+                module, _, function = PIPELINES[task].partition(":")
+                load = getattr(importlib.import_module(module), function)
+                pipeline: Pipeline = load(Path(location), self.device)
+                self._pipelines[key] = pipeline
+                algorithm = pipeline.algorithm
                 log.info(
-                    "loaded %s %s (%s) on %s",
-                    model.manifest.name,
-                    model.manifest.version,
-                    model.manifest.content_hash[:12],
+                    "loaded %s package %s %s (%s) on %s",
+                    algorithm.task,
+                    algorithm.name,
+                    algorithm.version,
+                    algorithm.content_hash[:12],
                     self.device,
                 )
             return self._pipelines[key]
@@ -126,6 +160,8 @@ class StudyReader:
         timings["package load"] = time.perf_counter() - started
         by_uid = {s.series_instance_uid: s for s in series}
         readings: list[SeriesReading] = []
+        impressions: list[Impression] = []
+        label_maps: list[LabelMap] = []
         sources: list[Dataset] = []
         for chosen in decision.series:
             files = by_uid[chosen.series_instance_uid].files
@@ -138,7 +174,13 @@ class StudyReader:
             window = _display_window(headers[0])
             for pipeline in pipelines:
                 started = time.perf_counter()
-                readings.append(pipeline.read(item, window))
+                result = pipeline.read(item, window)
+                if isinstance(result, SeriesReading):
+                    readings.append(result)
+                elif isinstance(result, Impression):
+                    impressions.append(result)
+                else:
+                    label_maps.append(result)
                 key = f"model {pipeline.algorithm.name}"
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
             sources.extend(headers)
@@ -147,7 +189,9 @@ class StudyReader:
             tuple(readings),
             tuple(sources),
             tuple(p.algorithm.content_hash for p in pipelines),
-            timings,
+            impressions=tuple(impressions),
+            label_maps=tuple(label_maps),
+            timings=timings,
         )
 
 

@@ -1,4 +1,5 @@
-"""The worker: claims ready studies' jobs, reads them, writes SR files and queues deliveries.
+"""The worker: claims ready studies' jobs, reads them, writes SR and SEG files and queues
+deliveries.
 
 One job at a time per worker. A claimed job is leased: a thread renews the lease while the
 study is read, and a worker that dies simply stops renewing, so another worker (or this one
@@ -18,19 +19,23 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless
 from sqlalchemy import Engine
 
-from inference.dicom_out.sr import build_measurement_report
+from inference.dicom_out.seg import build_segmentation
+from inference.dicom_out.sr import SegmentationReference, build_measurement_report
 from inference.dicom_out.text_sr import build_text_report
 from inference.dicom_out.uids import output_uid
 from inference.packages import PackageError
 from inference.reader import SeriesInput, StudyNotRead, StudyReader, StudyReading
+from inference.results import LabelMap
 from inference.routing import RoutingError
 from inference.volume.types import VolumeError
 from store.embeddings import save_embedding
@@ -45,11 +50,12 @@ from store.jobs import (
     study_series,
 )
 from store.outputs import OutputRecord, complete_job
-from vlnode.settings import Settings
+from vlnode.settings import Destination, Settings
 
 log = logging.getLogger(__name__)
 
 OUTPUTS_DIR = "outputs"
+T = TypeVar("T")
 
 
 def default_worker_name(role: str = "") -> str:
@@ -191,30 +197,60 @@ class Worker:
     def _write_outputs(
         self, job: ClaimedJob, reading: StudyReading
     ) -> tuple[list[OutputRecord], list[tuple[str, str]]]:
-        """One SR per format the destinations ask for; each destination gets its format."""
+        """The study's SEG (when a segmentation package read it) and SR, in every variant the
+        destinations ask for; each destination gets its SR and the SEG that SR references.
+
+        The SEG's deliveries are queued before the SR's, so a PACS that files them in order
+        holds the SEG by the time the SR points at it.
+        """
         wanted = reading.rule.destinations
         destinations = [d for d in self.settings.destinations if not wanted or d.name in wanted]
         if not self.settings.destinations:
             log.warning("job %d: no destinations configured: results kept, not sent", job.job_id)
-        formats = sorted({d.sr_format for d in destinations} or {"comprehensive-3d"})
         packages = hashlib.sha256("+".join(sorted(reading.package_hashes)).encode()).hexdigest()
-        findings = [r.findings for r in reading.readings]
-        outputs: dict[str, OutputRecord] = {}
-        for variant in formats:
-            study_uid = job.study_instance_uid
+        study_uid = job.study_instance_uid
+        impression = _first(reading.impressions, "impression", job.job_id)
+        label_map = _first(reading.label_maps, "label map", job.job_id)
+        if label_map is not None and not label_map.labels.any():
+            log.warning(
+                "job %d: %s found no structure in series %s: no SEG",
+                job.job_id,
+                label_map.algorithm.name,
+                label_map.volume.series.series_instance_uid,
+            )
+            label_map = None
+        # (SR format, SEG variant or "") per destination; with none configured, the default.
+        profile = {
+            d.name: (d.sr_format, _seg_variant(d) if label_map else "") for d in destinations
+        }
+        default: tuple[str, str] = ("comprehensive-3d", "binary" if label_map else "")
+        segs: dict[str, tuple[OutputRecord, SegmentationReference]] = {}
+        srs: dict[tuple[str, str], OutputRecord] = {}
+        variants: set[tuple[str, str]] = set(profile.values()) or {default}
+        for sr_format, seg_variant in sorted(variants):
+            reference = None
+            if label_map is not None:
+                if seg_variant not in segs:
+                    segs[seg_variant] = self._write_seg(
+                        study_uid, packages, seg_variant, label_map, reading.sources
+                    )
+                reference = segs[seg_variant][1]
+            variant = f"{sr_format}+{seg_variant}" if seg_variant else sr_format
             series_uid = output_uid(study_uid, packages, "findings", variant, "series")
             sop_uid = output_uid(study_uid, packages, "findings", variant, "instance")
-            build = build_measurement_report if variant == "comprehensive-3d" else build_text_report
+            build = (
+                build_measurement_report if sr_format == "comprehensive-3d" else build_text_report
+            )
             dataset = build(
                 reading.sources,
-                findings,
-                impression=None,
-                segmentation=None,
+                [r.findings for r in reading.readings],
+                impression=impression,
+                segmentation=reference,
                 series_instance_uid=series_uid,
                 sop_instance_uid=sop_uid,
             )
             path, digest = self._write(study_uid, dataset)
-            outputs[variant] = OutputRecord(
+            srs[(sr_format, seg_variant)] = OutputRecord(
                 study_instance_uid=study_uid,
                 series_instance_uid=series_uid,
                 sop_instance_uid=sop_uid,
@@ -225,8 +261,55 @@ class Worker:
                 sha256=digest,
                 package_hash=packages,
             )
-        deliveries = [(outputs[d.sr_format].sop_instance_uid, d.name) for d in destinations]
-        return list(outputs.values()), deliveries
+        deliveries = [
+            (segs[profile[d.name][1]][0].sop_instance_uid, d.name)
+            for d in destinations
+            if profile[d.name][1] in segs
+        ]
+        deliveries += [(srs[profile[d.name]].sop_instance_uid, d.name) for d in destinations]
+        return [record for record, _ in segs.values()] + list(srs.values()), deliveries
+
+    def _write_seg(
+        self,
+        study_uid: str,
+        packages: str,
+        variant: str,
+        label_map: LabelMap,
+        sources: Sequence[Dataset],
+    ) -> tuple[OutputRecord, SegmentationReference]:
+        """Encode, write and record one SEG variant (``binary``, ``labelmap``, ``-j2k``)."""
+        series = label_map.volume.series.series_instance_uid
+        series_uid = output_uid(study_uid, packages, "segmentation", variant, "series")
+        sop_uid = output_uid(study_uid, packages, "segmentation", variant, "instance")
+        dataset, numbers = build_segmentation(
+            [ds for ds in sources if str(ds.get("SeriesInstanceUID", "")) == series],
+            label_map,
+            series_instance_uid=series_uid,
+            sop_instance_uid=sop_uid,
+            labelmap=variant.startswith("labelmap"),
+            compress=variant.endswith(COMPRESSED_SUFFIX),
+            omit_empty_frames=self.settings.worker.seg_omit_empty_frames,
+        )
+        path, digest = self._write(study_uid, dataset)
+        record = OutputRecord(
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            sop_instance_uid=sop_uid,
+            sop_class_uid=str(dataset.SOPClassUID),
+            kind="seg",
+            variant=variant,
+            file_path=path,
+            sha256=digest,
+            package_hash=packages,
+        )
+        reference = SegmentationReference(
+            sop_class_uid=str(dataset.SOPClassUID),
+            sop_instance_uid=sop_uid,
+            series_instance_uid=series_uid,
+            label_map=label_map,
+            segment_numbers=numbers,
+        )
+        return record, reference
 
     def _write(self, study_uid: str, dataset: Dataset) -> tuple[str, str]:
         """Write durably (temporary name, fsync, rename); the path relative to the data dir."""
@@ -269,3 +352,25 @@ class Worker:
         finally:
             done.set()
             thread.join(timeout=10)
+
+
+COMPRESSED_SUFFIX = "-j2k"
+
+
+def _seg_variant(destination: Destination) -> str:
+    """The SEG a destination asks for: its ``seg_format``, JPEG 2000 lossless when it lists
+    that transfer syntax."""
+    compressed = str(JPEG2000Lossless) in destination.transfer_syntaxes
+    return destination.seg_format + (COMPRESSED_SUFFIX if compressed else "")
+
+
+def _first(items: Sequence[T], what: str, job_id: int) -> T | None:
+    """The one result of a kind an SR carries; a rule that routes several says so in the log."""
+    if len(items) > 1:
+        log.warning(
+            "job %d: %d %ss made; the SR carries the first (route one package of that task)",
+            job_id,
+            len(items),
+            what,
+        )
+    return items[0] if items else None

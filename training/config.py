@@ -101,10 +101,28 @@ class TrainConfig:
         return replace(self, **kwargs)
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training configuration; raise :class:`TrainConfigError` naming what is wrong."""
+def load_train_config(path: str | Path) -> Any:
+    """Read a training configuration of any task (``task``, default ``findings``).
+
+    The task's own loader (:mod:`training.tasks`) reads the rest; every loader raises
+    :class:`TrainConfigError` naming what is wrong.
+    """
+    from training.tasks import UnknownTaskError, config_loader
+
     file = Path(path).resolve()
     raw = read_toml(file, "training configuration", TrainConfigError)
+    task = raw.get("task", "findings")
+    if not isinstance(task, str):
+        raise TrainConfigError(f"{file}: task = {task!r}: expected a task name")
+    try:
+        load = config_loader(task)
+    except UnknownTaskError as exc:
+        raise TrainConfigError(f"{file}: {exc}") from exc
+    return load(file, raw)
+
+
+def load_findings_config(file: Path, raw: dict[str, Any]) -> TrainConfig:
+    """A findings (dual encoder) configuration from its parsed TOML ``raw``."""
     base = file.parent
     allowed = {"name", "task", "preset", "model", "catalogue", "data", "optim", "evaluate", "card"}
     unknown = sorted(set(raw) - allowed)
@@ -117,14 +135,14 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if "preset" in raw:
         preset = base / str(raw["preset"])
         model_data = read_toml(preset, f"the preset of {file}:", TrainConfigError)
-    model_data = _merge(model_data, raw.get("model", {}))
+    model_data = merge_tables(model_data, raw.get("model", {}))
     try:
         model = DualEncoderConfig.from_dict(model_data)
     except ModelConfigError as exc:
         raise TrainConfigError(f"{file}: {exc}") from exc
     if "catalogue" not in raw:
         raise TrainConfigError(f"{file}: catalogue (a finding catalogue file) is required")
-    data = _section(DataConfig, raw.get("data", {}), "data", file)
+    data = read_section(DataConfig, raw.get("data", {}), "data", file)
     data = replace(
         data,
         archive=(base / data.archive).resolve(),
@@ -142,7 +160,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
             raise TrainConfigError(f"{file}: data.entity_lexicon: {exc}") from exc
     if not data.text_views or not all(data.text_views):
         raise TrainConfigError(f"{file}: data.text_views needs at least one non-empty list")
-    optim = _section(OptimConfig, raw.get("optim", {}), "optim", file)
+    optim = read_section(OptimConfig, raw.get("optim", {}), "optim", file)
     for key in ("epochs", "batch_size", "num_threads"):
         if getattr(optim, key) < 1:
             raise TrainConfigError(f"{file}: optim.{key} = {getattr(optim, key)}: must be >= 1")
@@ -197,14 +215,19 @@ def load_train_config(path: str | Path) -> TrainConfig:
     )
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``b`` over ``a``, table by table (a preset under a configuration's own values)."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            merge_tables(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
-def _section(kind: type[Any], data: Any, prefix: str, file: Path) -> Any:
+def read_section(kind: type[Any], data: Any, prefix: str, file: Path) -> Any:
+    """A TOML table ``[prefix]`` into the dataclass ``kind``: unknown keys and wrong types
+    are refused with a message naming them; missing keys keep the dataclass defaults."""
     if not isinstance(data, dict):
         raise TrainConfigError(f"{file}: [{prefix}] must be a table")
     names = {f.name for f in fields(kind)}

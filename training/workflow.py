@@ -1,11 +1,11 @@
-"""The two commands' work, apart from argument parsing: train → package → evaluate → card."""
+"""The findings task's work for ``vlnode train`` and ``vlnode evaluate`` (see
+:mod:`training.tasks`), apart from argument parsing: train → package → evaluate → card."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,7 @@ from training.evaluate.card import (
 from training.evaluate.zero_shot_eval import embed_split, evaluate_zero_shot
 from training.fit import train
 from training.package import reserve_version, write_package
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    package: Path | None  # None on ranks other than 0
-    name: str
-    version: str
-    content_hash: str
-    results: dict[str, Any]
+from training.tasks import TrainOutcome
 
 
 def train_and_package(
@@ -110,6 +102,15 @@ def train_and_package(
             )
         write_package_card(destination, results, config, replicates)
     return TrainOutcome(destination, config.name, version, manifest.content_hash, results)
+
+
+def result_lines(results: dict[str, Any]) -> list[str]:
+    """What ``vlnode train`` and ``vlnode evaluate`` print: the metric table and the targets."""
+    clean = results_json(results)
+    lines = metric_lines(clean)
+    if clean.get("targets"):
+        lines += target_lines(clean["targets"])
+    return lines
 
 
 def evaluate_package(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from copy import deepcopy
 
 import highdicom as hd
 import numpy as np
@@ -18,6 +19,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import JPEG2000Lossless
 
+from inference.dicom_out.sr import PATIENT_STUDY_KEYWORDS
 from inference.dicom_out.uids import name_uid
 from inference.results import AlgorithmIdentity, LabelMap, Structure
 from inference.volume.types import Volume3D
@@ -269,4 +271,20 @@ def _sources_in_slice_order(
             f"series {volume.series.series_instance_uid}: {len(missing)} slice(s) of the label "
             f"map have no source instance among the {len(sources)} given, e.g. {missing[0]}"
         )
-    return [by_uid[uid] for uid in volume.source_sop_instance_uids]
+    return [_with_type2_attributes(by_uid[uid]) for uid in volume.source_sop_instance_uids]
+
+
+def _with_type2_attributes(source: pydicom.Dataset) -> pydicom.Dataset:
+    """The source, or a copy with its missing type 2 patient and study attributes empty.
+
+    highdicom copies them from the first source and stops on one that is absent; modalities
+    often leave out the empty ones (no birth date, no referring physician), which PS3.3
+    allows a receiver to read as empty.
+    """
+    missing = [k for k in PATIENT_STUDY_KEYWORDS if k not in source]
+    if not missing:
+        return source
+    copy = deepcopy(source)
+    for keyword in missing:
+        setattr(copy, keyword, "")
+    return copy

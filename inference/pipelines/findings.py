@@ -27,8 +27,9 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from inference.models.config import ImageEncoderConfig
 from inference.models.preprocess import image_to_tensor, volume_to_tensor
-from inference.packages import FindingsModel
+from inference.packages import FindingsModel, load_findings_package
 from inference.results import AlgorithmIdentity, FindingResult, Findings
 from inference.volume.types import Image2D, Volume3D, VolumeError
 from inference.zero_shot import ZeroShotClassifier, build_classifier, score
@@ -79,7 +80,7 @@ class FindingsPipeline:
                 uids: tuple[str, ...] = item.source_sop_instance_uids
                 method = "whole volume (3D encoder)"
             else:
-                tensors, uids, method = self._planes(item, window)
+                tensors, uids, method = key_image_tensors(item, window, config, self.slices)
             series_uid = item.series.series_instance_uid
         else:
             if config.spatial_dims != 2:
@@ -105,42 +106,6 @@ class FindingsPipeline:
             method=method,
         )
         return SeriesReading(findings, mean.numpy().astype(np.float32), self.model.path)
-
-    def _planes(
-        self, volume: Volume3D, window: tuple[float, float] | None
-    ) -> tuple[torch.Tensor, tuple[str, ...], str]:
-        count = volume.array.shape[0]
-        picked = central_planes(count, self.slices)
-        modality = volume.series.modality.upper()
-        ct_window = (window or SOFT_TISSUE_WINDOW) if modality == "CT" else None
-        tensors = []
-        read = []
-        for index in picked:
-            plane = np.asarray(volume.array[index], dtype=np.float32)
-            if ct_window is not None:
-                plane = apply_window(plane, ct_window)
-            if float(plane.max()) <= float(plane.min()):
-                continue  # all air or all bone in this window: nothing a key image would show
-            read.append(index)
-            image = Image2D(
-                pixels=plane,
-                pixel_spacing=None,
-                spacing_source="none",
-                source_sop_instance_uid=volume.source_sop_instance_uids[index],
-                frame_number=1,
-                series=volume.series,
-            )
-            tensors.append(image_to_tensor(image, self.model.config.image))
-        if not read:
-            raise VolumeError(
-                f"series {volume.series.series_instance_uid}: every plane read is blank"
-                + (f" in the CT window {ct_window[0]:g}/{ct_window[1]:g}" if ct_window else "")
-            )
-        uids = tuple(volume.source_sop_instance_uids[i] for i in read)
-        how = f"mean of {len(read)} of {count} planes from the central {CENTRAL_FRACTION:.0%}"
-        if ct_window is not None:
-            how += f", CT window {ct_window[0]:g}/{ct_window[1]:g} HU"
-        return torch.stack(tensors), uids, how
 
     def _results(self, probabilities: torch.Tensor) -> tuple[FindingResult, ...]:
         catalogue = self.model.catalogue
@@ -186,6 +151,58 @@ class FindingsPipeline:
                 yield
         else:
             yield
+
+
+def load_pipeline(path: Path, device: torch.device) -> FindingsPipeline:
+    """The findings pipeline of a package folder (hash-checked), for the study reader."""
+    return FindingsPipeline(load_findings_package(path, device=device))
+
+
+def key_image_tensors(
+    volume: Volume3D,
+    window: tuple[float, float] | None,
+    image_config: ImageEncoderConfig,
+    slices: int = 9,
+) -> tuple[torch.Tensor, tuple[str, ...], str]:
+    """A CT or MR volume read as key images: ``slices`` central planes, CT in its window.
+
+    Returns the planes' model inputs (planes blank in the window are left out), the SOP
+    Instance UIDs of the planes read, and how they were read, in words. Any 2D package
+    conditioned on images (findings, impression) reads a volume through here, as it was
+    trained on teaching-file key images.
+    """
+    count = volume.array.shape[0]
+    picked = central_planes(count, slices)
+    modality = volume.series.modality.upper()
+    ct_window = (window or SOFT_TISSUE_WINDOW) if modality == "CT" else None
+    tensors = []
+    read = []
+    for index in picked:
+        plane = np.asarray(volume.array[index], dtype=np.float32)
+        if ct_window is not None:
+            plane = apply_window(plane, ct_window)
+        if float(plane.max()) <= float(plane.min()):
+            continue  # all air or all bone in this window: nothing a key image would show
+        read.append(index)
+        image = Image2D(
+            pixels=plane,
+            pixel_spacing=None,
+            spacing_source="none",
+            source_sop_instance_uid=volume.source_sop_instance_uids[index],
+            frame_number=1,
+            series=volume.series,
+        )
+        tensors.append(image_to_tensor(image, image_config))
+    if not read:
+        raise VolumeError(
+            f"series {volume.series.series_instance_uid}: every plane read is blank"
+            + (f" in the CT window {ct_window[0]:g}/{ct_window[1]:g}" if ct_window else "")
+        )
+    uids = tuple(volume.source_sop_instance_uids[i] for i in read)
+    how = f"mean of {len(read)} of {count} planes from the central {CENTRAL_FRACTION:.0%}"
+    if ct_window is not None:
+        how += f", CT window {ct_window[0]:g}/{ct_window[1]:g} HU"
+    return torch.stack(tensors), uids, how
 
 
 def score_names(classifier: ZeroShotClassifier) -> tuple[str, ...]:

@@ -1,4 +1,8 @@
-"""``vlnode evaluate``: a model package's zero-shot metrics on a data folder's split."""
+"""``vlnode evaluate``: a model package's metrics on a data folder's split, by its task.
+
+Findings packages: zero-shot and retrieval metrics (and the linear probe); impression and
+segmentation packages: their own workflow's metrics (:mod:`training.tasks`).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate a findings package on a data folder",
+        help="evaluate a model package (findings, impression, segmentation) on a data folder",
         description=(
-            "Score every image of a split zero-shot with the package's finding catalogue and "
-            "report per-finding and macro AUC, accuracy against the majority baseline, and "
-            "image-to-caption retrieval, each with a case-level bootstrap 95%% interval. "
-            "Works on any folder in the MedPix, cxr-covid-notes or cxr-nih1000 layout."
+            "Evaluate a package on a split, by the task its manifest names. Findings: score "
+            "every image zero-shot with the package's finding catalogue and report per-finding "
+            "and macro AUC, accuracy against the majority baseline, and image-to-caption "
+            "retrieval, each with a case-level bootstrap 95%% interval (any folder in the "
+            "MedPix, cxr-covid-notes or cxr-nih1000 layout). Impression and segmentation "
+            "packages report their own metrics (see training/README.md)."
         ),
     )
     parser.add_argument("--package", required=True, metavar="DIR", help="model package folder")
@@ -49,23 +56,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from inference.packages import PackageError
+    from inference.packages import PackageError, read_manifest
     from training.archive import ArchiveError
-    from training.evaluate.card import (
-        metric_lines,
-        plot_roc,
-        probe_lines,
-        results_json,
-        target_lines,
-    )
-    from training.workflow import evaluate_package
+    from training.tasks import UnknownTaskError, workflow
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if args.bootstrap < 1:
         print("vlnode evaluate: --bootstrap must be at least 1", file=sys.stderr)
         return 2
     try:
-        results = evaluate_package(
+        task = read_manifest(Path(args.package)).task
+        module = workflow(task)
+    except (PackageError, UnknownTaskError) as exc:
+        print(f"vlnode evaluate: {exc}", file=sys.stderr)
+        return 1
+    if task != "findings" and (args.probe or args.plots):
+        print(
+            f"vlnode evaluate: --probe and --plots are for findings packages, not {task}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        results = module.evaluate_package(
             Path(args.package), Path(args.data), args.split, args.bootstrap, args.seed
         )
     except (PackageError, ArchiveError, OSError, ValueError) as exc:
@@ -73,6 +85,32 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for line in results["data"]["read_summary"]:
         print(line, file=sys.stderr)
+    if task == "findings":
+        clean = _findings_extras(args, results)
+        if clean is None:
+            return 2
+    else:
+        from training.evaluate.card import results_json
+
+        clean = results_json(results)
+        pkg = clean["package"]
+        print(f"{pkg['name']} version {pkg['version']} on {args.data} split {args.split or 'all'}:")
+        print("\n".join(module.result_lines(results)))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _findings_extras(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any] | None:
+    """Print a findings evaluation with its ROC plots and linear probe; None on a usage error."""
+    from training.evaluate.card import (
+        metric_lines,
+        plot_roc,
+        probe_lines,
+        results_json,
+        target_lines,
+    )
+
     if args.plots:
         folder = Path(args.plots)
         folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.split:
             print("vlnode evaluate: --probe needs --split", file=sys.stderr)
-            return 2
+            return None
         probe = probe_package(
             Path(args.package),
             Path(args.data),
@@ -102,6 +140,4 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(probe_lines(probe)))
         if args.plots:
             plot_probe(probe, Path(args.plots))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return clean

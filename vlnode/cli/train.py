@@ -11,10 +11,11 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a findings model from a report-paired archive",
+        help="train a model (findings, impression, segmentation) from an archive",
         description=(
-            "Train the dual encoder described by a training configuration (TOML, see "
-            "conf/findings/medpix-tiny.toml), write it as a new package version under the "
+            "Train the model a training configuration describes (TOML; its `task` says which: "
+            "findings, e.g. conf/findings/medpix-tiny.toml, impression under conf/impression/, "
+            "segmentation under conf/segmentation/), write it as a new package version under the "
             "registry (never overwriting one), evaluate it on the dev split and register it "
             "in the store (inactive; use `vlnode models activate`). Under torchrun every rank "
             "trains; rank 0 writes."
@@ -78,10 +79,11 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else data_dir / "runs" / config.name / stamp
 
     from training.archive import ArchiveError
-    from training.workflow import train_and_package
+    from training.tasks import workflow
 
+    module = workflow(config.task)
     try:
-        outcome = train_and_package(
+        outcome = module.train_and_package(
             config,
             models_root,
             run_dir,
@@ -97,11 +99,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"content hash {outcome.content_hash}")
     print(f"training log {run_dir / 'train_log.csv'}")
     if outcome.results:
-        from training.evaluate.card import metric_lines, results_json, target_lines
-
-        clean = results_json(outcome.results)
-        print("\n".join(metric_lines(clean)))
-        print("\n".join(target_lines(clean.get("targets", {}))))
+        print("\n".join(module.result_lines(outcome.results)))
     if not args.no_register:
         from vlnode.cli.models import register_package
 
