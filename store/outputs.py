@@ -280,20 +280,34 @@ def delivery_succeeded(engine: Engine, delivery_id: int) -> None:
 
 
 def delivery_failed(
-    engine: Engine, delivery_id: int, error: str, *, retry_at: dt.datetime | None
-) -> None:
-    """A try failed: pending again at ``retry_at``, or dead (``retry_at`` None) with the error."""
+    engine: Engine,
+    delivery_id: int,
+    error: str,
+    *,
+    retry_at: dt.datetime | None,
+    sender: str | None = None,
+    attempt: int | None = None,
+) -> bool:
+    """A try failed: pending again at ``retry_at``, or dead (``retry_at`` None) with the error.
+
+    With ``sender`` and ``attempt`` (what :func:`claim_due_delivery` handed out), only that
+    try is recorded: a sender whose lease expired while it tried, and whose delivery another
+    sender has taken up since, leaves the newer try alone. A success needs no such check (the
+    destination holds the object, whoever sent it). Returns whether the failure was recorded.
+    """
     values: dict[str, Any] = {"last_error": error, "lease_expires_at": None}
     if retry_at is None:
         values.update(state=DeliveryState.DEAD, next_attempt_at=None)
     else:
         values.update(state=DeliveryState.PENDING, next_attempt_at=retry_at)
+    held = [Delivery.id == delivery_id, Delivery.state == DeliveryState.SENDING]
+    if sender is not None:
+        held.append(Delivery.sender == sender)
+    if attempt is not None:
+        held.append(Delivery.attempts == attempt)
     with engine.begin() as conn:
-        conn.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.SENDING)
-            .values(**values)
-        )
+        result = conn.execute(update(Delivery).where(*held).values(**values))
+    return bool(result.rowcount)
 
 
 def list_deliveries(

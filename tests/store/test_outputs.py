@@ -183,6 +183,28 @@ def test_sending_delivery_of_a_dead_sender_is_taken_again(engine: Engine) -> Non
     assert taken is not None and taken.delivery_id == first.delivery_id and taken.attempts == 2
 
 
+def test_a_stale_senders_failure_leaves_the_newer_try_alone(engine: Engine) -> None:
+    (study,) = queue_studies(engine, 1)
+    job = claimed(engine)
+    sr = sr_output(study)
+    complete_job(engine, job.job_id, "worker-a", [sr], [(sr.sop_instance_uid, "pacs")])
+    first = claim_due_delivery(engine, "sender-1", lease_seconds=10)
+    assert first is not None
+    taken = claim_due_delivery(engine, "sender-2", now=utcnow() + dt.timedelta(seconds=11))
+    assert taken is not None
+    # sender-1 comes back from its stalled try and reports a failure: not recorded.
+    assert not delivery_failed(
+        engine, first.delivery_id, "timed out", retry_at=None, sender="sender-1", attempt=1
+    )
+    (line,) = list_deliveries(engine)
+    assert line.state == DeliveryState.SENDING and line.last_error is None
+    assert delivery_failed(
+        engine, taken.delivery_id, "refused", retry_at=None, sender="sender-2", attempt=2
+    )
+    (line,) = list_deliveries(engine)
+    assert line.state == DeliveryState.DEAD and line.last_error == "refused"
+
+
 def test_study_series_excludes_own_outputs(engine: Engine) -> None:
     (study,) = queue_studies(engine, 1)
     job = claimed(engine)
