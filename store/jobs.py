@@ -12,6 +12,7 @@ A job whose lease expired goes back to the queue, up to ``max_attempts`` claims.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -367,3 +368,71 @@ def study_series(engine: Engine, study_instance_uid: str) -> list[SeriesFiles]:
         SeriesFiles(uid, modality, tuple(instances))
         for uid, (modality, instances) in grouped.items()
     ]
+
+
+RETRYABLE = (JobState.FAILED, JobState.SKIPPED)
+
+
+def retry_jobs(engine: Engine, job_ids: Sequence[int]) -> dict[int, str | None]:
+    """Queue ended jobs again at an operator's request (after a fix: a routing rule, a
+    package, memory); their attempts start over. Returns, per job id, None when queued again
+    or why not (unknown, or not failed or skipped)."""
+    outcome: dict[int, str | None] = {}
+    with engine.begin() as conn:
+        for job_id in job_ids:
+            state = conn.execute(select(Job.state).where(Job.id == job_id)).scalar()
+            if state is None:
+                outcome[job_id] = f"job {job_id} does not exist"
+                continue
+            changed = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(RETRYABLE))
+                .values(
+                    state=JobState.QUEUED,
+                    attempts=0,
+                    worker=None,
+                    lease_expires_at=None,
+                    started_at=None,
+                    finished_at=None,
+                    reason=f"queued again by an operator at {utcnow():%Y-%m-%d %H:%M:%S} UTC",
+                )
+            ).rowcount
+            outcome[job_id] = (
+                None if changed else f"job {job_id} is {state}; only failed or skipped jobs retry"
+            )
+    return outcome
+
+
+@dataclass(frozen=True)
+class JobLine:
+    job_id: int
+    study_instance_uid: str
+    state: JobState
+    attempts: int
+    worker: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    reason: str | None
+
+
+def list_jobs(engine: Engine, state: JobState | None = None, limit: int = 50) -> list[JobLine]:
+    """The newest jobs first, optionally only those in ``state``."""
+    query = (
+        select(
+            Job.id,
+            Study.study_instance_uid,
+            Job.state,
+            Job.attempts,
+            Job.worker,
+            Job.created_at,
+            Job.finished_at,
+            Job.reason,
+        )
+        .join(Study, Job.study_id == Study.id)
+        .order_by(Job.id.desc())
+        .limit(limit)
+    )
+    if state is not None:
+        query = query.where(Job.state == state)
+    with engine.connect() as conn:
+        return [JobLine(*row) for row in conn.execute(query)]

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vlnode.cli.models",
     "vlnode.cli.send",
     "vlnode.cli.deliveries",
+    "vlnode.cli.jobs",
 )
 
 
