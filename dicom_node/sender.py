@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import random
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from pydicom.uid import UID
 from pynetdicom import AE, build_context, evt
 from sqlalchemy import Engine
 
+from dicom_node.tls import client_context
 from store.outputs import (
     DueDelivery,
     claim_due_delivery,
@@ -95,6 +97,14 @@ class Sender:
         self.engine = engine
         self.name = name
         self._destinations = {d.name: d for d in settings.destinations}
+        # DICOM TLS contexts, made once (the settings checked their files at start-up).
+        self._tls = {
+            d.name: client_context(
+                d.tls.ca_file, d.tls.certificate, d.tls.private_key, d.tls.check_hostname
+            )
+            for d in settings.destinations
+            if d.tls is not None
+        }
         # A try takes at most a few timeouts (connect, associate, the response); a sender
         # that died mid-send loses its claim after this and another sender takes it.
         self.lease_seconds = 4 * settings.delivery.timeout_seconds + 60
@@ -189,7 +199,14 @@ class Sender:
                 "wrote it must run again",
             )
         try:
-            return _store(self.settings, destination, dataset, sop_class, transfer_syntax)
+            return _store(
+                self.settings,
+                destination,
+                dataset,
+                sop_class,
+                transfer_syntax,
+                self._tls.get(destination.name),
+            )
         except Exception as exc:  # pynetdicom raised: a try that failed, bounded by attempts
             log.exception("delivery %d: unexpected error while sending", due.delivery_id)
             return SendResult(
@@ -209,6 +226,7 @@ def _store(
     dataset: pydicom.Dataset,
     sop_class: UID,
     transfer_syntax: UID,
+    tls_context: ssl.SSLContext | None = None,
 ) -> SendResult:
     peer = f"destination {_peer(destination)}"
     timeout = settings.delivery.timeout_seconds
@@ -222,6 +240,9 @@ def _store(
         if raw is not None:  # one C-STORE request: no reason to wait on Nagle's algorithm
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    tls_args = None
+    if tls_context is not None and destination.tls is not None:
+        tls_args = (tls_context, destination.tls.server_name or destination.host)
     try:
         assoc = ae.associate(
             destination.host,
@@ -229,6 +250,7 @@ def _store(
             contexts=[build_context(sop_class, [transfer_syntax])],
             ae_title=destination.ae_title,
             evt_handlers=[(evt.EVT_CONN_OPEN, on_connected)],
+            tls_args=tls_args,
         )
         if assoc.is_rejected:
             return _rejection(assoc.acceptor.primitive, peer, settings)
@@ -239,6 +261,16 @@ def _store(
                     f"{peer} refused the presentation context: {sop_class.name} in "
                     f"{transfer_syntax.name}; configure the destination to accept this SOP "
                     "class, or change destinations.transfer_syntaxes / sr_format / seg_format",
+                )
+            if not connected.is_set() and tls_args is not None:
+                return SendResult(
+                    False,
+                    f"cannot connect to {peer} over TLS (refused, unreachable, no answer "
+                    f"within {timeout:g} s, or the TLS handshake failed: pynetdicom's log says "
+                    "which); check destinations.host / port and destinations.tls (its "
+                    "ca_file must sign the destination's certificate, which must name "
+                    "the host or tls.server_name)",
+                    transient=True,
                 )
             if not connected.is_set():
                 return SendResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dicom_node.pynetdicom_tuning import (
 )
 from dicom_node.receiver import AssociationTally, StoreService
 from dicom_node.spool import Spool
+from dicom_node.tls import accept_handshake, server_context
 from store import ingest
 from store.records import AssociationRequest
 from vlnode.settings import Settings
@@ -69,13 +71,31 @@ class TunedAssociationServer(ThreadedAssociationServer):
     * With several listener processes (dicom_node.dispatch) the main process's server hands
       each accepted connection to the least busy process, and an extra process's server has
       no listening socket of its own: it serves the connections it is given.
+    * With a TLS context (the TLS port) the handshake runs in the thread that serves the
+      connection, in the process that serves it (dicom_node.tls), never where it is accepted.
     """
 
     role: ListenerRole | None = None
+    tls_context: ssl.SSLContext | None = None
+    handshake_timeout: float = 10.0
 
     @classmethod
-    def for_role(cls, role: ListenerRole | None) -> type[TunedAssociationServer]:
-        return type(cls.__name__, (cls,), {"role": role})
+    def for_role(
+        cls,
+        role: ListenerRole | None,
+        tls_context: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> type[TunedAssociationServer]:
+        attributes = {
+            "role": role,
+            "tls_context": tls_context,
+            "handshake_timeout": handshake_timeout,
+        }
+        return type(cls.__name__, (cls,), attributes)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
 
     @property
     def accepts(self) -> bool:
@@ -111,6 +131,15 @@ class TunedAssociationServer(ThreadedAssociationServer):
             lambda: super(TunedAssociationServer, self).process_request(request, client_address),
         )
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the connection's own thread (ThreadingMixIn), after any hand-over.
+        if self.tls_context is not None:
+            request = accept_handshake(self.tls_context, request, self.handshake_timeout)
+            if request is None:
+                self.connection_closed()  # no association, so no EVT_CONN_CLOSE to count it
+                return
+        super().finish_request(request, client_address)
+
     def serve_connection(self, connection: socket.socket) -> None:
         """Serve a connection accepted by the main process (extra listener processes)."""
         try:
@@ -145,7 +174,8 @@ class Listener:
         self._tallies: dict[int, AssociationTally] = {}
         self._lock = threading.Lock()
         self.ae = self._make_ae()
-        self.server: TunedAssociationServer | None = None
+        # The plain port's server and the TLS port's, as configured (node.tls).
+        self.servers: list[TunedAssociationServer] = []
 
     def _make_ae(self) -> AE:
         check_version()
@@ -167,6 +197,11 @@ class Listener:
         ae.add_supported_context(Verification)
         return ae
 
+    @property
+    def server(self) -> TunedAssociationServer | None:
+        """The first server: the plain port's, or the TLS port's when it is the only one."""
+        return self.servers[0] if self.servers else None
+
     def start(self) -> None:
         node = self.settings.node
         handlers: list[Any] = [
@@ -179,30 +214,42 @@ class Listener:
         ]
         if self.role is not None:
             handlers.append((evt.EVT_CONN_CLOSE, self._on_connection_closed))
-        server = self.ae.make_server(
-            (node.bind_address, node.port),
-            evt_handlers=handlers,
-            server_class=TunedAssociationServer.for_role(self.role),
-            request_handler=EventDrivenRequestHandler.for_spool(
-                self.service.spool, self._store_function
-            ),
-        )
-        assert isinstance(server, TunedAssociationServer)
-        self.server = server
-        if server.accepts:
-            thread = threading.Thread(
-                target=server.serve_forever, name="dicom-listener", daemon=True
+        tls = node.tls
+        ports: list[tuple[int, ssl.SSLContext | None]] = []
+        if tls.plain_port:
+            ports.append((node.port, None))
+        if tls.port is not None:
+            assert tls.certificate is not None and tls.private_key is not None  # settings check
+            secure = server_context(
+                tls.certificate, tls.private_key, tls.ca_file, tls.require_client_certificate
             )
-            thread.start()
-        else:
-            assert self.role is not None and self.role.channel is not None
-            self._receiver = ConnectionReceiver(self.role.channel, server.serve_connection)
+            ports.append((tls.port, secure))
+        for port, context in ports:
+            server = self.ae.make_server(
+                (node.bind_address, port),
+                evt_handlers=handlers,
+                server_class=TunedAssociationServer.for_role(
+                    self.role, context, tls.handshake_timeout
+                ),
+                request_handler=EventDrivenRequestHandler.for_spool(
+                    self.service.spool, self._store_function
+                ),
+            )
+            assert isinstance(server, TunedAssociationServer)
+            self.servers.append(server)
+            if server.accepts:
+                name = "dicom-tls-listener" if context is not None else "dicom-listener"
+                threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+        if self.role is not None and self.role.channel is not None:
+            self._receiver = ConnectionReceiver(self.role.channel, self._serve_handed_connection)
             self._receiver.start()
         log.info(
-            "listening as %s on %s:%d; spool %s",
+            "listening as %s on %s %s; spool %s",
             node.ae_title,
             node.bind_address,
-            node.port,
+            " and ".join(
+                f"{port} ({'TLS' if context is not None else 'plain'})" for port, context in ports
+            ),
             "sealed (one disk flush per instance)"
             if self.service.spool.sealed
             else "portable (fdatasync and folder fsync per instance)",
@@ -212,9 +259,9 @@ class Listener:
         """Stop accepting, let in-flight associations finish (up to the grace time)."""
         if self._receiver is not None:
             self._receiver.stop()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        for server in self.servers:
+            server.shutdown()
+        self.servers = []
         deadline = time.monotonic() + grace_seconds
         while self.active_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -225,6 +272,15 @@ class Listener:
             )
         self.ae.shutdown()
         self.service.close()
+
+    def _serve_handed_connection(self, connection: socket.socket) -> None:
+        """Extra listener process: serve a connection by the server of the port it came to."""
+        try:
+            port = int(connection.getsockname()[1])
+        except OSError:
+            port = -1  # gone already: any server closes it
+        server = next((s for s in self.servers if s.port == port), self.servers[0])
+        server.serve_connection(connection)
 
     def active_associations(self) -> int:
         """Established associations of this process.

@@ -14,7 +14,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +62,27 @@ class AllowedCaller(_Frozen):
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
 
+class DestinationTls(_Frozen):
+    """DICOM TLS to a destination (PS3.15 B.1); its certificate is always verified."""
+
+    # CA certificates (PEM) that sign the destination's certificate; unset: the system's CAs.
+    ca_file: Path | None = None
+    # Our client certificate and its unencrypted key (PEM), for a destination that asks.
+    certificate: Path | None = None
+    private_key: Path | None = None
+    # Check that the destination's certificate names the host we connect to (or server_name).
+    check_hostname: bool = True
+    # The name to check and to send in SNI; unset: the destination's host.
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> DestinationTls:
+        from dicom_node.tls import client_context
+
+        client_context(self.ca_file, self.certificate, self.private_key, self.check_hostname)
+        return self
+
+
 class Destination(_Frozen):
     """A peer that receives the node's results (SR, SEG) by C-STORE."""
 
@@ -71,8 +99,43 @@ class Destination(_Frozen):
     # Transfer syntax UIDs the destination accepts besides Explicit/Implicit VR Little Endian;
     # with JPEG 2000 lossless (1.2.840.10008.1.2.4.90) listed, SEG frames are sent compressed.
     transfer_syntaxes: tuple[str, ...] = ()
+    # Deliver over DICOM TLS (the destination's TLS port); unset: plain TCP.
+    tls: DestinationTls | None = None
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class TlsSettings(_Frozen):
+    """The DICOM TLS listener (PS3.15 B.1): a port of its own, beside the plain one or alone."""
+
+    # Unset: no TLS listener. 2762 is the port IANA registered for DICOM over TLS.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # Our certificate and its unencrypted private key (PEM).
+    certificate: Path | None = None
+    private_key: Path | None = None
+    # CA certificates (PEM) whose client certificates are trusted.
+    ca_file: Path | None = None
+    # Refuse peers without a client certificate signed by ca_file.
+    require_client_certificate: bool = False
+    # Keep listening on node.port without TLS as well.
+    plain_port: bool = True
+    # Seconds a peer has to complete its handshake.
+    handshake_timeout: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _usable(self) -> TlsSettings:
+        if self.port is None:
+            if not self.plain_port:
+                raise ValueError("plain_port = false needs a TLS port (node.tls.port)")
+            return self
+        if self.certificate is None or self.private_key is None:
+            raise ValueError("a TLS port needs node.tls.certificate and node.tls.private_key")
+        from dicom_node.tls import server_context
+
+        server_context(
+            self.certificate, self.private_key, self.ca_file, self.require_client_certificate
+        )
+        return self
 
 
 class NodeSettings(_Frozen):
@@ -95,8 +158,16 @@ class NodeSettings(_Frozen):
     network_timeout: float = Field(default=60.0, gt=0)
     # Refuse new stores ("out of resources") when the spool's disk has less free space.
     min_free_disk_mb: int = Field(default=1024, ge=0)
+    # DICOM TLS (node.tls.port, certificate, private_key, ...); off unless a port is set.
+    tls: TlsSettings = TlsSettings()
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> NodeSettings:
+        if self.tls.port == self.port and self.tls.plain_port:
+            raise ValueError(f"node.tls.port {self.port} is node.port too: give it another port")
+        return self
 
 
 class StoreSettings(_Frozen):
