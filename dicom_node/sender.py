@@ -34,6 +34,7 @@ from pynetdicom import AE, build_context, evt
 from sqlalchemy import Engine
 
 from dicom_node.tls import client_context
+from store.audit import record_delivery_try
 from store.outputs import (
     DueDelivery,
     claim_due_delivery,
@@ -41,6 +42,7 @@ from store.outputs import (
     delivery_succeeded,
 )
 from store.tables import utcnow
+from vlnode.metrics import observe_delivery_try
 from vlnode.settings import Destination, Settings
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ class Sender:
         result = self.send(due)
         if result.delivered:
             delivery_succeeded(self.engine, due.delivery_id)
+            self._audit(due, "delivered", None)
             log.info(
                 "delivery %d: %s stored at %s",
                 due.delivery_id,
@@ -151,7 +154,10 @@ class Sender:
         error = result.error or "unknown error"
         if result.transient and due.attempts < self.settings.delivery.max_attempts:
             retry_at = utcnow() + dt.timedelta(seconds=retry_delay(self.settings, due.attempts))
-            delivery_failed(self.engine, due.delivery_id, error, retry_at=retry_at)
+            delivery_failed(
+                self.engine, due.delivery_id, error, retry_at=retry_at, **self._held(due)
+            )
+            self._audit(due, "retry", error)
             log.warning(
                 "delivery %d: %s to %s failed (try %d of %d), again at %s: %s",
                 due.delivery_id,
@@ -168,7 +174,8 @@ class Sender:
                 f"{error}; gave up after {due.attempts} tries. Once the destination is back, "
                 f"`vlnode deliveries --resend {due.delivery_id}` sends it again"
             )
-        delivery_failed(self.engine, due.delivery_id, error, retry_at=None)
+        delivery_failed(self.engine, due.delivery_id, error, retry_at=None, **self._held(due))
+        self._audit(due, "dead", error)
         log.error(
             "delivery %d: %s to %s is dead: %s",
             due.delivery_id,
@@ -177,6 +184,21 @@ class Sender:
             error,
         )
         return True
+
+    def _held(self, due: DueDelivery) -> dict[str, Any]:
+        """Which try a failure belongs to: another sender may have taken the delivery up
+        since, if this one's lease expired while it tried."""
+        return {"sender": self.name, "attempt": due.attempts}
+
+    def _audit(self, due: DueDelivery, outcome: str, error: str | None) -> None:
+        """The try in the audit trail (with the peer as configured now) and in the metrics."""
+        observe_delivery_try(outcome)
+        destination = self._destinations.get(due.destination)
+        peer = (destination.ae_title, destination.host, destination.port) if destination else None
+        try:
+            record_delivery_try(self.engine, due.delivery_id, due.destination, peer, outcome, error)
+        except Exception:  # the outcome is recorded; a missing audit row must not resend it
+            log.exception("delivery %d: cannot write its audit row", due.delivery_id)
 
     def send(self, due: DueDelivery) -> SendResult:
         """One try at sending a delivery's file; never raises."""

@@ -85,6 +85,12 @@ class Study(Base):
     # The ``last_received_at`` for which a job was last created: the study is "ready" again
     # only once a later instance moved ``last_received_at`` past it and it went quiet again.
     ready_through: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # When retention last removed its instances' files and rows (store.retention); the study
+    # row stays for the audit trail, and a study sent again is received and read anew.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # What retention removed over time, so counts of what was received never go down.
+    purged_instances: Mapped[int] = mapped_column(Integer, default=0)
+    purged_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
     jobs: Mapped[list[Job]] = relationship(back_populates="study")
@@ -167,6 +173,8 @@ class Output(Base):
     package_hash: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When retention removed the file; the row stays so its deliveries stay in the audit trail.
+    purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="output")
 
@@ -197,6 +205,25 @@ class Delivery(Base):
         UniqueConstraint("output_id", "destination", name="uq_delivery_output_destination"),
         Index("ix_delivery_due", "state", "next_attempt_at"),
     )
+
+
+class DeliveryAttempt(Base):
+    """Audit trail of the sender: each try of a delivery, the peer it went to and the outcome."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    destination: Mapped[str] = mapped_column(String(128))
+    # The peer as configured at the time of the try (a destination may be changed later).
+    peer_ae_title: Mapped[str] = mapped_column(String(16))
+    peer_host: Mapped[str] = mapped_column(String(255))
+    peer_port: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retry | dead
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_delivery_attempt_at", "at"),)
 
 
 class SeriesEmbedding(Base):

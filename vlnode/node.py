@@ -25,10 +25,17 @@ from dicom_node.stable import StableStudyDetector
 from inference.worker import default_worker_name
 from store.database import make_engine, upgrade_schema
 from store.jobs import requeue_jobs_of_worker
+from store.retention import PeriodicPurge, RetentionPolicy
+from vlnode.health import MonitoringServer, start_monitoring
 from vlnode.settings import Settings
 from vlnode.workers import build_worker
 
 log = logging.getLogger(__name__)
+
+# What a node process runs: ``vlnode serve`` all three, ``vlnode listen`` the listener alone
+# (with the stable-study detector, which queues the jobs).
+LISTEN, WORK, SEND = "listen", "work", "send"
+ALL_PARTS = frozenset((LISTEN, WORK, SEND))
 
 
 def _run_extra_listener(
@@ -69,8 +76,9 @@ def configure_logging(level: str) -> None:
 class Node:
     """Start, run until told to stop, and stop gracefully."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, parts: frozenset[str] = ALL_PARTS) -> None:
         self.settings = settings
+        self.parts = parts
         settings.store.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.database_url)
         upgrade_schema(self.engine)
@@ -96,15 +104,58 @@ class Node:
         )
         # The embedded node's worker keeps its name across restarts, so a restart takes up at
         # once the job it was killed in; separate `vlnode work` processes rely on leases.
-        self.worker = build_worker(
-            settings, self.engine, settings.worker.name or default_worker_name("serve")
+        name = settings.worker.name or default_worker_name("serve")
+        self.worker = build_worker(settings, self.engine, name) if WORK in parts else None
+        self.sender = Sender(settings, self.engine, f"{name}-sender") if SEND in parts else None
+        retention = settings.retention
+        self.retention = PeriodicPurge(
+            self.engine,
+            settings.store.data_dir,
+            RetentionPolicy(retention.keep_days, retention.min_free_disk_mb * 2**20),
+            retention.interval_seconds,
         )
-        self.sender = Sender(settings, self.engine, f"{self.worker.name}-sender")
+        self.monitoring: MonitoringServer | None = None
         self.run_marker = RunMarker(settings.store.data_dir)
         self._children: list[multiprocessing.process.BaseProcess] = []
         self._stop = threading.Event()
 
     def start(self) -> None:
+        if self.parts == ALL_PARTS:
+            self._recover_spool()
+        else:
+            # Split over processes the spool is shared: other listeners' files being received
+            # are in spool/.incoming, and the run marker is not this process's alone. On
+            # PostgreSQL a commit is durable before the store is acknowledged, so no row is
+            # lost in a crash; a crashed reception's temporary file is left behind.
+            log.info("running %s only: the shared spool is not cleaned up", ", ".join(self.parts))
+        if self.worker is not None:
+            requeued = requeue_jobs_of_worker(
+                self.engine, self.worker.name, max_attempts=self.settings.worker.max_attempts
+            )
+            if requeued:
+                log.info("requeued %d job(s) left running by the previous run", requeued)
+        for index, (_, theirs) in enumerate(self._channels, start=1):
+            child = self._context.Process(
+                target=_run_extra_listener,
+                args=(self.settings, index, self._counts, theirs),
+                name=f"listener-{index}",
+            )
+            child.start()
+            theirs.close()  # the child has its own descriptor now
+            self._children.append(child)
+        self.listener.start()
+        self.detector.start()
+        if self.worker is not None:
+            self.worker.start()
+            self.retention.start()  # with the workers: they know when a study is done with
+        if self.sender is not None:
+            self.sender.start()
+        self.monitoring = start_monitoring(
+            self.settings, self.engine, {"listener": self._listener_bound}
+        )
+
+    def _recover_spool(self) -> None:
+        """Remove partial files, and after an unclean stop record the files without a row."""
         removed = self.spool.remove_partial_files()
         if removed:
             log.info("removed %d partial file(s) of stores that never completed", removed)
@@ -121,24 +172,13 @@ class Node:
                 len(report.unreadable),
             )
         self.run_marker.set()
-        requeued = requeue_jobs_of_worker(
-            self.engine, self.worker.name, max_attempts=self.settings.worker.max_attempts
-        )
-        if requeued:
-            log.info("requeued %d job(s) left running by the previous run", requeued)
-        for index, (_, theirs) in enumerate(self._channels, start=1):
-            child = self._context.Process(
-                target=_run_extra_listener,
-                args=(self.settings, index, self._counts, theirs),
-                name=f"listener-{index}",
-            )
-            child.start()
-            theirs.close()  # the child has its own descriptor now
-            self._children.append(child)
-        self.listener.start()
-        self.detector.start()
-        self.worker.start()
-        self.sender.start()
+
+    def _listener_bound(self) -> str | None:
+        server = self.listener.server
+        bound = server.socket if server is not None else None
+        if bound is None or bound.fileno() < 0:
+            return "the DICOM listener is not bound"
+        return None
 
     def run_until_signalled(self) -> None:
         def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -161,11 +201,16 @@ class Node:
         for ours, _ in self._channels:
             ours.close()
         self.detector.stop()
-        self.worker.stop()
-        self.sender.stop()
+        if self.monitoring is not None:
+            self.monitoring.stop()
+        self.retention.stop()
+        if self.worker is not None:
+            self.worker.stop()
+        if self.sender is not None:
+            self.sender.stop()
         self.engine.dispose()
         if any(child.is_alive() for child in self._children):
             log.warning("a listener process did not stop: the spool is checked at next start")
-        else:
+        elif self.parts == ALL_PARTS:
             self.run_marker.clear()
         log.info("stopped")

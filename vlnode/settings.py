@@ -232,6 +232,32 @@ class DeliverySettings(_Frozen):
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
+class MonitoringSettings(_Frozen):
+    """The HTTP endpoint for Prometheus (``/metrics``) and probes (``/healthz``, ``/readyz``)."""
+
+    # 0: off (the default: a node started with no configuration opens no port besides DICOM).
+    # Each process (serve, listen, work, send) needs its own port when several share a host.
+    port: int = Field(default=0, ge=0, le=65535)
+    bind_address: str = "127.0.0.1"
+
+
+class RetentionSettings(_Frozen):
+    """When received instances and outputs are removed from the data directory (store.retention).
+
+    A study is never purged while its job is queued or running, while it is still receiving,
+    or while one of its outputs is neither delivered nor dead.
+    """
+
+    # Remove a study's files this many days after its last activity (the last instance, the
+    # job's end, the last delivery); 0: never by age.
+    keep_days: float = Field(default=0.0, ge=0)
+    # Also remove the oldest purgeable studies while the data directory's disk has less free
+    # space than this; 0: no floor.
+    min_free_disk_mb: int = Field(default=0, ge=0)
+    # How often `vlnode serve` and `vlnode work` apply the policy (when either of the above is set).
+    interval_seconds: float = Field(default=3600.0, gt=0, le=86_400 * 7)
+
+
 class LoggingSettings(_Frozen):
     level: str = "INFO"
 
@@ -262,6 +288,8 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     destinations: tuple[Destination, ...] = ()
     logging: LoggingSettings = LoggingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @classmethod
     def settings_customise_sources(

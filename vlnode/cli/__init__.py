@@ -25,6 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vlnode.cli.send",
     "vlnode.cli.deliveries",
     "vlnode.cli.jobs",
+    "vlnode.cli.listen",
+    "vlnode.cli.audit",
+    "vlnode.cli.purge",
 )
 
 

@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from dicom_node.sender import Sender
     from store.database import StoreError, make_engine, upgrade_schema
+    from vlnode.health import MonitoringError, start_monitoring
     from vlnode.node import configure_logging
 
     settings = settings_or_exit(args)
@@ -47,8 +48,15 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        monitoring = start_monitoring(settings, engine, {})
+    except MonitoringError as exc:
+        print(f"vlnode: {exc}", file=sys.stderr)
+        return 2
     sender.start()
     stop.wait()
+    if monitoring is not None:
+        monitoring.stop()
     sender.stop()
     engine.dispose()
     return 0

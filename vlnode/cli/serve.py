@@ -16,21 +16,27 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, parts: frozenset[str] | None = None) -> int:
+    """Run the node's ``parts`` (vlnode.node; all of them when None) until signalled."""
     from inference.packages import PackageError
     from inference.routing import RoutingError
     from store.database import StoreError
-    from vlnode.node import Node, configure_logging
+    from vlnode.health import MonitoringError
+    from vlnode.node import ALL_PARTS, Node, configure_logging
 
     settings = settings_or_exit(args)
     configure_logging(settings.logging.level)
     try:
-        node = Node(settings)
+        node = Node(settings, parts or ALL_PARTS)
     except (StoreError, RoutingError, PackageError) as exc:
         print(f"vlnode: {exc}", file=sys.stderr)
         return 2
     try:
         node.run_until_signalled()
+    except MonitoringError as exc:
+        node.stop()
+        print(f"vlnode: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"vlnode: cannot listen on {settings.node.bind_address}:{settings.node.port}: "

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vlnode.cli.common import settings_or_exit
@@ -13,6 +17,9 @@ from vlnode.cli.common import settings_or_exit
 def register(sub: Any) -> None:
     parser = sub.add_parser("status", help="show studies, jobs, deliveries and recent associations")
     parser.add_argument("--limit", type=int, default=10, help="rows per table (default 10)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the same as one JSON document (for scripts)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -23,6 +30,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def summary_json(summary: Any, data_dir: Path) -> str:
+    """The summary (store.summary.NodeSummary) as JSON: times in ISO 8601 UTC."""
+    document = {"data_directory": str(data_dir), **dataclasses.asdict(summary)}
+    return json.dumps(document, indent=2, default=_json_value)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)  # enum states
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"vlnode: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        print(summary_json(summary, settings.store.data_dir.resolve()))
+        return 0
     jobs = ", ".join(f"{k} {v}" for k, v in sorted(summary.jobs_by_state.items())) or "none"
     print(f"data directory: {settings.store.data_dir.resolve()}")
     deliveries = (

@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from inference.routing import RoutingError
     from store.database import StoreError, make_engine, upgrade_schema
     from store.jobs import requeue_jobs_of_worker
+    from store.retention import PeriodicPurge, RetentionPolicy
+    from vlnode.health import MonitoringError, start_monitoring
     from vlnode.node import configure_logging
     from vlnode.workers import build_worker
 
@@ -40,8 +42,24 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     requeue_jobs_of_worker(engine, worker.name, max_attempts=settings.worker.max_attempts)
+    retention = settings.retention
+    purge = PeriodicPurge(
+        engine,
+        settings.store.data_dir,
+        RetentionPolicy(retention.keep_days, retention.min_free_disk_mb * 2**20),
+        retention.interval_seconds,
+    )
+    try:
+        monitoring = start_monitoring(settings, engine, {})
+    except MonitoringError as exc:
+        print(f"vlnode: {exc}", file=sys.stderr)
+        return 2
     worker.start()
+    purge.start()
     stop.wait()
+    if monitoring is not None:
+        monitoring.stop()
+    purge.stop()
     worker.stop()
     engine.dispose()
     return 0
