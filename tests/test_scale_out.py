@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from store.database import make_engine
 from store.tables import Delivery, DeliveryAttempt, DeliveryState, Job, JobState, Study
 from tests.conftest import DCMTK_ENV, REPO, REQUIRE_PEERS, free_port, require_tool
 from tests.dicom_factory import write_ct_study
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.peer,
@@ -42,15 +43,6 @@ STUDIES_PER_WAVE = 10
 # Long enough that a live worker under this machine's load keeps its job; the killed
 # worker's job is taken up once it has passed.
 LEASE_SECONDS = 10
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
