@@ -36,6 +36,14 @@ _WANTED = {
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+# The other VRs of PS3.5 Table 6.2-1 (2-byte length). Anything else is not a VR: an element
+# with "ZZ" in its VR field was walked as a short element and stored as if whole.
+_SHORT_VRS = frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)  # fmt: skip
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -93,7 +101,7 @@ class _Walker:
                         raise self._fail(offset, "ends inside an element header (truncated)")
                     length = self.u32.unpack_from(data, offset + 8)[0]
                     value_at = offset + 12
-                elif vr.isalpha() and vr.isupper():
+                elif vr in _SHORT_VRS:
                     length = self.u16.unpack_from(data, offset + 6)[0]
                     value_at = offset + 8
                 else:

@@ -43,6 +43,20 @@ For every association our server accepts, before its threads start, we:
    to the events it would skip (data, PDU and DIMSE received or sent): at DEBUG level
    pynetdicom's own logging handlers are, and every message takes pynetdicom's path.
 
+Against hostile or broken peers (tests/dicom_node/test_fuzz_listener.py), three departures
+from pynetdicom's loop:
+
+7. the events of a PDU already read are acted on before the next PDU is read (pynetdicom
+   reads one PDU and acts on one event per turn, so a peer that sends an A-ASSOCIATE-RQ and
+   garbage at once had the garbage's Evt19 wait behind a read that blocked on it);
+8. every read of the socket gives up after the node's network timeout (``SO_RCVTIMEO``) in
+   every state, not only once the direct store serves the association: a peer that stops
+   inside a PDU header cannot hold the DUL thread, and the association, for ever;
+9. a PDU longer than the node accepts (a P-DATA-TF over the maximum PDU length we announced,
+   any other PDU over 1 MiB) is refused with an A-ABORT before its body is read, and a body
+   is read into memory as it arrives rather than allocated whole from the declared length (a
+   header claiming 4 GiB made the node allocate 4 GiB).
+
 Timers are still checked by the DUL every 20 ms; release and abort wake both threads.
 
 pynetdicom is pinned exactly (pyproject.toml); ``tests/dicom_node/test_pynetdicom_tuning.py``
@@ -68,6 +82,7 @@ import pynetdicom
 from pynetdicom import dimse_messages, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import EVT_CONN_OPEN, EVT_DIMSE_SENT, trigger
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
@@ -147,6 +162,7 @@ def make_event_driven(
     dul = assoc.dul
     _make_reactor_wake_on_indications(dul, assoc.dimse)
     _make_recv_read_whole(dul.socket)
+    _limit_blocking_reads(dul.socket.socket, assoc.network_timeout)
     waker = _Waker()
     dul.to_provider_queue = _NotifyingQueue(waker.wake)
     kill_dul = dul.kill_dul
@@ -159,6 +175,9 @@ def make_event_driven(
     # Thread.run is looked up on the instance: the DUL thread runs our loop.
     direct = _DirectPath(dul, spool, store_function)
     dul.run = lambda: _event_driven_dul_loop(dul, waker, spool, direct)
+    # pynetdicom's own reads (negotiation, release, anything the direct store leaves) take
+    # the same checked path, without the direct store.
+    dul._read_pdu_data = lambda: _read_one_pdu(dul, None)
 
 
 # The association and spool the current DUL thread receives for (set by the DUL loop).
@@ -283,19 +302,25 @@ def _make_reactor_wake_on_indications(dul: Any, dimse: Any) -> None:
     dul.to_user_queue = _NotifyingQueue(wake_reactor)
 
 
+# Above this a PDU body is read in pieces, so memory follows the bytes that really arrive.
+_WHOLE_READ_LIMIT = 8 * 2**20
+
+
 def _make_recv_read_whole(association_socket: Any) -> None:
     def recv(nr_bytes: int) -> bytearray:
         # AssociationSocket.recv's contract: block until ``nr_bytes`` are read, or return the
         # shorter data when the peer closed; socket errors propagate to the DUL as before.
-        buffer = bytearray(nr_bytes)
+        buffer = bytearray(min(nr_bytes, _WHOLE_READ_LIMIT))
         received = 0
-        with memoryview(buffer) as view:
-            while received < nr_bytes:
+        while received < nr_bytes:
+            if received == len(buffer):
+                buffer.extend(bytes(min(nr_bytes - received, _WHOLE_READ_LIMIT)))
+            with memoryview(buffer) as view:
                 count = association_socket.socket.recv_into(view[received:])
-                if not count:
-                    break
-                received += count
-        if received < nr_bytes:
+            if not count:
+                break
+            received += count
+        if received < len(buffer):
             del buffer[received:]
         return buffer
 
@@ -375,8 +400,9 @@ def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool, direct: _Direc
             if dul.artim_timer.expired:
                 dul.event_queue.put("Evt18")
             try:
-                # One of: encode and send a queued primitive, or receive and decode a PDU.
-                if dul._process_recv_primitive():
+                # One of: encode and send a queued primitive, or receive and decode a PDU; the
+                # events of what was read before come first (the module's text, 7).
+                if dul._process_recv_primitive() or not dul.event_queue.empty():
                     pass
                 elif direct.wants_next_pdu() and dul.socket.ready:
                     _read_pdu(dul, direct)
@@ -392,7 +418,23 @@ def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool, direct: _Direc
             except queue.Empty:
                 waker.wait(dul.socket, _WAIT_SECONDS)
                 continue
-            dul.state_machine.do_action(event)
+            try:
+                dul.state_machine.do_action(event)
+            except InvalidEventError:
+                if dul.state_machine.current_state == "Sta13":
+                    # The association was aborted (a bad PDU from the peer) while its thread
+                    # was answering the request: that answer has nowhere to go.
+                    continue
+                log.exception("DUL error, aborting the association")
+                _abort_without_state_machine(dul)
+                return
+            except Exception:
+                # An action failed on what the peer sent (a P-DATA-TF on a context that was
+                # never accepted, a command set that is no DIMSE message): pynetdicom lets that
+                # end the DUL thread without a word to the peer; the peer gets an A-ABORT.
+                log.exception("cannot act on %s from the peer; aborting the association", event)
+                _abort_without_state_machine(dul)
+                return
     finally:
         direct.close()
         waker.close()
@@ -425,6 +467,9 @@ _EVENTS_DIRECT_STORE_SKIPS = (
 )
 _P_DATA_TF_TYPE = 0x04
 _PDU_TYPES = range(0x01, 0x08)
+# Negotiation, release and abort PDUs are small; an A-ASSOCIATE-RQ with 128 presentation
+# contexts and a user identity is a few tens of KB.
+_LARGEST_OTHER_PDU = 2**20
 
 
 class _DirectPath:
@@ -452,7 +497,6 @@ class _DirectPath:
             assoc.get_handlers(event) for event in _EVENTS_DIRECT_STORE_SKIPS
         ):
             return None
-        _limit_blocking_reads(self.dul.socket.socket, assoc.network_timeout)
         return DirectStore(
             transfer_syntaxes={
                 int(cx.context_id): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
@@ -487,8 +531,8 @@ class _DirectPath:
 
 
 def _limit_blocking_reads(raw: socket.socket, seconds: float | None) -> None:
-    # The rest of a data set is read without select: a read that waits longer than the network
-    # timeout fails (EAGAIN), which ends the association as a closed connection would.
+    # Reads block (the rest of a PDU, the rest of a data set): one that waits longer than the
+    # network timeout fails (EAGAIN), which ends the association as a closed connection would.
     if seconds and raw.gettimeout() is None:
         whole = int(seconds)
         raw.setsockopt(
@@ -509,12 +553,21 @@ def _read_pdu(dul: Any, direct: _DirectPath) -> None:
         pass
 
 
-def _read_one_pdu(dul: Any, direct: _DirectPath) -> bool:
+def _largest_pdu(dul: Any, pdu_type: int) -> int | None:
+    """The longest PDU body of this type we read (None: no limit)."""
+    if pdu_type != _P_DATA_TF_TYPE:
+        return _LARGEST_OTHER_PDU
+    announced = int(dul.assoc.acceptor.maximum_length or 0)
+    return announced or None
+
+
+def _read_one_pdu(dul: Any, direct: _DirectPath | None) -> bool:
     """``DULServiceProvider._read_pdu_data`` of pynetdicom 3.0.4, with the direct store first.
 
     The same reads, the same events for a closed connection (Evt17) and an unknown or
-    undecodable PDU (Evt19), the same decoding for what reaches pynetdicom. True if the
-    direct store took the whole PDU.
+    undecodable PDU (Evt19), the same decoding for what reaches pynetdicom; and Evt19 for a
+    PDU longer than we accept, before its body is read. True if the direct store (when
+    given) took the whole PDU.
     """
     sock = dul.socket
     try:
@@ -531,6 +584,16 @@ def _read_one_pdu(dul: Any, direct: _DirectPath) -> bool:
         log.error("unknown PDU type 0x%02X received", pdu_type)
         dul.event_queue.put("Evt19")
         return False
+    largest = _largest_pdu(dul, pdu_type)
+    if largest is not None and length > largest:
+        log.error(
+            "PDU of type 0x%02X declares %d bytes, more than the %d accepted",
+            pdu_type,
+            length,
+            largest,
+        )
+        dul.event_queue.put("Evt19")
+        return False
     try:
         body = sock.recv(length)
     except (OSError, TimeoutError):
@@ -541,7 +604,7 @@ def _read_one_pdu(dul: Any, direct: _DirectPath) -> bool:
         log.error("the received PDU is shorter than expected (%d of %d bytes)", len(body), length)
         dul.event_queue.put("Evt17")
         return False
-    pdu = direct.take(header, body)
+    pdu = direct.take(header, body) if direct is not None else bytes(header) + body
     if pdu is None:
         return True
     try:
