@@ -1,0 +1,1 @@
+"""The impression generator: image features conditioning a text decoder (issue 14)."""
