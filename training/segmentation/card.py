@@ -3,6 +3,7 @@ to reproduce, and what the figures mean (agreement with TotalSegmentator's label
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def write_segmentation_card(
         "",
         "```sh",
         f"vlnode train --config {_relative(config.source)}",
-        f"vlnode evaluate --package <package> --data {config.data.archive.name and '<archive>'} "
+        f"vlnode evaluate --package <package> --data {_relative_archive(config)} "
         f"--split {config.data.dev_split}",
         "```",
         "",
@@ -82,6 +83,14 @@ def write_segmentation_card(
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _relative_archive(config: SegmentationTrainConfig) -> str:
+    """The archive as seen from the repository (the folder above ``conf``), if it has one."""
+    parts = config.source.parts
+    if "conf" not in parts:
+        return str(config.data.archive)
+    return os.path.relpath(config.data.archive, Path(*parts[: parts.index("conf")]))
 
 
 def _relative(path: Path) -> str:

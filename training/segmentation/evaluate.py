@@ -40,7 +40,9 @@ def structure_metrics(
     box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(either))
     p = torch.from_numpy(np.ascontiguousarray(predicted[box]))[None, None].float()
     r = torch.from_numpy(np.ascontiguousarray(reference[box]))[None, None].float()
-    dice = float(_tensor(DiceMetric(include_background=True, reduction="none")(p, r)).squeeze())
+    # ignore_empty=False: a structure found where the reference has none scores 0, not NaN.
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
+    dice = float(_tensor(metric(p, r)).squeeze())
     if not (predicted.any() and reference.any()):
         return dice, float("nan")
     hausdorff = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")
@@ -68,13 +70,16 @@ def evaluate_volumes(model: SegmentationModel, items: list[LabelledVolume]) -> d
                 {
                     "label": label,
                     "name": by_label[label].name,
-                    "dice": dice,
-                    "hd95_mm": hd95,
+                    # None, not NaN, where undefined: metrics.json stays strict JSON.
+                    "dice": _finite(dice),
+                    "hd95_mm": _finite(hd95),
+                    "in_reference": bool(r.any()),
+                    "in_prediction": bool(p.any()),
                     "reference_ml": round(float(r.sum()) * voxel_ml, 2),
                     "predicted_ml": round(float(p.sum()) * voxel_ml, 2),
                 }
             )
-        both = [r for r in rows if r["reference_ml"] > 0 and r["predicted_ml"] > 0]
+        both = [r for r in rows if r["in_reference"] and r["in_prediction"]]
         volumes.append(
             {
                 "image": item.image_file.name,
@@ -84,8 +89,8 @@ def evaluate_volumes(model: SegmentationModel, items: list[LabelledVolume]) -> d
                 "structures": rows,
                 "mean_dice_present_in_both": _mean([r["dice"] for r in both]),
                 "mean_hd95_mm_present_in_both": _mean([r["hd95_mm"] for r in both]),
-                "only_in_reference": [r["name"] for r in rows if r["predicted_ml"] == 0],
-                "only_in_prediction": [r["name"] for r in rows if r["reference_ml"] == 0],
+                "only_in_reference": [r["name"] for r in rows if not r["in_prediction"]],
+                "only_in_prediction": [r["name"] for r in rows if not r["in_reference"]],
                 "reference_labels_not_in_model": not_learnt,
             }
         )
@@ -97,6 +102,10 @@ def _tensor(value: object) -> torch.Tensor:
     return value
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return sum(finite) / len(finite) if finite else None

@@ -168,7 +168,7 @@ def result_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _count_both(volume: dict[str, Any]) -> int:
-    return sum(1 for r in volume["structures"] if r["reference_ml"] > 0 and r["predicted_ml"] > 0)
+    return sum(1 for r in volume["structures"] if r["in_reference"] and r["in_prediction"])
 
 
 def _num(value: float | None, digits: int = 3) -> str:
