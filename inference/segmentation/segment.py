@@ -34,11 +34,14 @@ def segment_volume(
 
     Raises :class:`inference.volume.types.VolumeError` for a volume the model cannot read.
     """
-    device = device or next(network.parameters()).device
+    parameter = next(network.parameters(), None)
+    device = device or (parameter.device if parameter is not None else torch.device("cpu"))
+    # The input follows the network's precision (a node on CUDA may hold it in float16).
+    dtype = parameter.dtype if parameter is not None else torch.float32
     image = model_input(volume, config)
     affine = np.asarray(image.affine, dtype=np.float64)
     logits = sliding_window_inference(
-        image.as_tensor()[None].to(device),
+        image.as_tensor()[None].to(device=device, dtype=dtype),
         roi_size=config.roi_size,
         sw_batch_size=config.sw_batch_size,
         predictor=network,
