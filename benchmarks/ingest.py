@@ -118,6 +118,8 @@ def storescp(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
 
 
 ORTHANC_SYNC_STORAGE_AREA = True  # Orthanc's own default, written out so it is visible
+# Associations Orthanc serves at once (its default is 4): enough for every benchmark's senders.
+ORTHANC_DICOM_THREADS = 8
 
 
 @contextmanager
@@ -136,6 +138,7 @@ def orthanc(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
         "SyncStorageArea": ORTHANC_SYNC_STORAGE_AREA,
         "StorageCompression": False,
         "DicomCheckCalledAet": False,
+        "DicomThreadsCount": ORTHANC_DICOM_THREADS,
         "Plugins": [],
     }
     path = work / "orthanc.json"
@@ -151,6 +154,42 @@ def orthanc(work: Path, fork: bool) -> Iterator[tuple[str, int]]:
         stop(process)
 
 
+VLNODE_LISTENER_PROCESSES = 2
+
+
+def wait_for_listener_processes(
+    port: int, processes: int, node: subprocess.Popen[bytes], log: Path, timeout: float = 120
+) -> None:
+    """Return once every listener process accepts associations.
+
+    The extra processes import the node's modules (torch among them) after the main one
+    listens: a connection handed to one meanwhile waits seconds for its A-ASSOCIATE-AC, which
+    a timed round must not count. Associations held open at once land one per process.
+    """
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="WARMUP")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = timeout
+    held = []
+    try:
+        for _ in range(processes):
+            assoc = ae.associate("127.0.0.1", port, ae_title="VLNODE")
+            if not assoc.is_established:
+                raise RuntimeError(
+                    f"vlnode serve gave no association within {timeout:g} s; its output:\n"
+                    + _tail(log)
+                )
+            held.append(assoc)
+        if node.poll() is not None:
+            raise RuntimeError(f"vlnode serve exited with {node.returncode}:\n" + _tail(log))
+    finally:
+        for assoc in held:
+            assoc.release()
+        ae.shutdown()
+
+
 @contextmanager
 def vlnode(work: Path, fork: bool, spool_sync: str = "auto") -> Iterator[tuple[str, int]]:
     del fork
@@ -159,7 +198,7 @@ def vlnode(work: Path, fork: bool, spool_sync: str = "auto") -> Iterator[tuple[s
     env.update(
         VLNODE_NODE__PORT=str(port),
         VLNODE_NODE__BIND_ADDRESS="127.0.0.1",
-        VLNODE_NODE__LISTENER_PROCESSES="2",
+        VLNODE_NODE__LISTENER_PROCESSES=str(VLNODE_LISTENER_PROCESSES),
         VLNODE_STORE__SPOOL_SYNC=spool_sync,
         VLNODE_STORE__DATA_DIR=str(work / "vlnode-data"),
         VLNODE_LOGGING__LEVEL="WARNING",
@@ -169,7 +208,7 @@ def vlnode(work: Path, fork: bool, spool_sync: str = "auto") -> Iterator[tuple[s
     process = start_receiver([sys.executable, "-m", "vlnode.cli", "serve"], log, env=env, cwd=work)
     try:
         wait_for_port("vlnode serve", port, process, log)
-        time.sleep(1.0)  # let the second listener process bind too
+        wait_for_listener_processes(port, VLNODE_LISTENER_PROCESSES, process, log)
         yield "VLNODE", port
     finally:
         stop(process)
