@@ -22,17 +22,27 @@ _HYPHEN = re.compile(r"(?<=\w)\s*-\s*(?=\w)")
 _SLASH = re.compile(r"(?<=\w)\s*/\s*(?=\w)")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _REPEAT_PUNCT = re.compile(r"([.,;:])(\s*[.,;:])+")
+# Written upper-case in reports; the WordPiece vocabulary is lower-case.
+_ACRONYMS = re.compile(
+    r"\b(ct|cta|mr|mri|mra|t1|t2|flair|dwi|adc|stir|iv|pet|us)\b", flags=re.IGNORECASE
+)
 
 
 class EmptyImpressionError(ValueError):
     """The generator produced no words for an image (the message names the image)."""
 
 
-def clean_impression(text: str, source: str = "the image") -> str:
-    """Word pieces joined back into sentences: punctuation attached, each sentence starting
-    with a capital and ending with a full stop. Raises :class:`EmptyImpressionError` when no
-    word is left."""
+def clean_impression(text: str, source: str = "the image", finished: bool = True) -> str:
+    """Word pieces joined back into sentences: punctuation attached, acronyms upper-case,
+    each sentence starting with a capital and ending with a full stop. ``finished`` False
+    (generation stopped at its length limit, not at the end token): a last sentence cut off
+    mid-way is dropped when a complete one precedes it. Raises
+    :class:`EmptyImpressionError` when no word is left."""
     out = " ".join(text.split())
+    if not finished:
+        cut = max(out.rfind(". "), out.rfind(" ."))
+        if cut > 0 and any(c.isalnum() for c in out[:cut]):
+            out = out[: cut + 1] if out[cut] == "." else out[: cut + 2]
     out = _SPACE_BEFORE.sub(r"\1", out)
     out = _SPACE_AFTER.sub(r"\1", out)
     out = _HYPHEN.sub("-", out)
@@ -43,6 +53,7 @@ def clean_impression(text: str, source: str = "the image") -> str:
     sentences = [s.strip() for s in _SENTENCE.split(out) if any(c.isalnum() for c in s)]
     fixed = []
     for s in sentences:
+        s = _ACRONYMS.sub(lambda m: m.group(1).upper(), s)
         s = s[0].upper() + s[1:]
         fixed.append(s if s[-1] in ".!?" else s.rstrip(",;:") + ".")
     return " ".join(fixed)
@@ -106,6 +117,11 @@ def generate_ids(
     return rows
 
 
+def finished(ids: list[int], generation: GenerationConfig) -> bool:
+    """Whether a generation ended at the end token rather than at the length limit."""
+    return len(ids) < generation.max_new_tokens
+
+
 def generate_texts(
     model: ImpressionModel,
     tokenizer: DecoderTokenizer,
@@ -116,5 +132,9 @@ def generate_texts(
 ) -> list[str]:
     """Generated impressions, cleaned; :class:`EmptyImpressionError` names an empty one."""
     names = sources or [f"image {i}" for i in range(grid.shape[0])]
-    ids = generate_ids(model, tokenizer, grid, pooled, generation)
-    return [clean_impression(tokenizer.decode(r), n) for r, n in zip(ids, names, strict=True)]
+    g = generation or model.config.generation
+    ids = generate_ids(model, tokenizer, grid, pooled, g)
+    return [
+        clean_impression(tokenizer.decode(r), n, finished(r, g))
+        for r, n in zip(ids, names, strict=True)
+    ]

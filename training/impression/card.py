@@ -37,6 +37,8 @@ def write_impression_card(
     text = results["text"]
     diff = text["generator_minus_retrieval"]
     met = all(diff[k]["value"] > 0 for k in ("rouge_l", "cider_d"))
+    sure = [k for k in ("rouge_l", "cider_d") if diff[k]["ci_low"] > 0]
+    names = {"rouge_l": "ROUGE-L", "cider_d": "CIDEr-D"}
     decoder_desc = (
         f"GPT-2 decoder built from configuration ({d.num_layers} layers, width "
         f"{d.hidden_size}, {d.num_heads} heads) with cross-attention in every block to the "
@@ -127,7 +129,11 @@ def write_impression_card(
                 *result_lines(results)[1:],
                 "",
                 "Acceptance (ROUGE-L and CIDEr-D of the generator above the retrieval "
-                "baseline's): " + ("met." if met else "NOT met."),
+                "baseline's): "
+                + ("met" if met else "NOT met")
+                + " on the point estimates; the paired interval excludes 0 for "
+                + (", ".join(names[k] for k in sure) if sure else "neither")
+                + ".",
             ],
         ),
         ("Examples (dev images evenly spaced in the split, not chosen)", examples),

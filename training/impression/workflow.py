@@ -182,5 +182,5 @@ def result_lines(results: dict[str, Any]) -> list[str]:
     for judge in ("against reference text", "against findings model"):
         for system, row in clinical.get(judge, {}).items():
             parts = ", ".join(f"{group} {_fmt(v)}" for group, v in row.items())
-            lines.append(f"  {system} {judge}: {parts}")
+            lines.append(f"- {system} {judge}: {parts}")
     return lines

@@ -91,11 +91,15 @@ def test_an_empty_impression_is_refused(tokenizer: DecoderTokenizer) -> None:
 
 def test_cleaning_into_sentences() -> None:
     assert clean_impression("axial t2 - weighted mri shows a lesion . no mass") == (
-        "Axial t2-weighted mri shows a lesion. No mass."
+        "Axial T2-weighted MRI shows a lesion. No mass."
     )
     assert clean_impression("ct , with contrast ( arterial phase ) ;") == (
-        "Ct, with contrast (arterial phase)."
+        "CT, with contrast (arterial phase)."
     )
+    # Stopped at the length limit: the sentence cut off is dropped, unless it is the only one.
+    cut = "ct shows a mass . note the large"
+    assert clean_impression(cut, finished=False) == "CT shows a mass."
+    assert clean_impression("note the large", finished=False) == "Note the large."
     with pytest.raises(EmptyImpressionError, match="the image"):
         clean_impression(" . , ; ")
 
