@@ -50,6 +50,7 @@ from store.jobs import (
     study_series,
 )
 from store.outputs import OutputRecord, complete_job
+from vlnode.metrics import observe_job
 from vlnode.settings import Destination, Settings
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class Worker:
                 outcome = None
             if outcome is None:
                 self._stop.wait(interval)
+            else:
+                observe_job(str(outcome.state), outcome.timings)  # /metrics of this process
 
     def run_once(self) -> JobOutcome | None:
         """Claim one job and run it; None when no job was waiting."""
