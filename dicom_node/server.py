@@ -244,11 +244,11 @@ class Listener:
             self._receiver = ConnectionReceiver(self.role.channel, self._serve_handed_connection)
             self._receiver.start()
         log.info(
-            "listening as %s on %s %s; spool %s",
+            "listening as %s on %s; spool %s",
             node.ae_title,
-            node.bind_address,
             " and ".join(
-                f"{port} ({'TLS' if context is not None else 'plain'})" for port, context in ports
+                f"{node.bind_address}:{port} ({'TLS' if context is not None else 'plain'})"
+                for port, context in ports
             ),
             "sealed (one disk flush per instance)"
             if self.service.spool.sealed

@@ -1,10 +1,13 @@
-"""End to end with a real PACS: Orthanc sends studies to vlnode and gets SR objects back.
+"""End to end with a real PACS: Orthanc sends studies to vlnode and gets SR and SEG back.
 
-The acceptance of the read-and-return issue: Orthanc (Debian) and ``vlnode serve`` on free
-ports; the real CT of ../shared/data/ct-totalsegmentator (repaired: its UIDs are empty) and
-a chest X-ray built from a cxr-covid-notes image are uploaded to Orthanc, which is asked over
-REST to send each study to vlnode; the SR vlnode sends back must be in the same study in
-Orthanc, with its findings and their probabilities, and pass dciodvfy.
+The acceptance of the read-and-return, impression and segmentation issues: Orthanc (Debian)
+and ``vlnode serve`` on free ports, with the shipped routing; the real CT of
+../shared/data/ct-totalsegmentator (repaired: its UIDs are empty) and a chest X-ray built from
+a cxr-covid-notes image are uploaded to Orthanc, which is asked over REST to send each study
+to vlnode. The SR vlnode sends back must be in the same study in Orthanc, with its findings
+and their probabilities, and pass dciodvfy; the CT's study must also hold one SEG, which
+passes dciodvfy and which the SR references with the structures' volumes, and the CT's SR
+carries the impression package's text.
 """
 
 from __future__ import annotations
@@ -47,14 +50,43 @@ def _probabilities(sr: Dataset) -> dict[str, float]:
     return found
 
 
-def _wait_for_sr(orthanc: Orthanc, study_id: str, timeout: float = 240) -> list[str]:
+def _wait_for(orthanc: Orthanc, study_id: str, modality: str, timeout: float = 240) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = orthanc.instances_of_modality(study_id, "SR")
+        found = orthanc.instances_of_modality(study_id, modality)
         if found:
             return found
         time.sleep(1)
-    raise AssertionError(f"no SR arrived in Orthanc's study {study_id} within {timeout:.0f} s")
+    raise AssertionError(
+        f"no {modality} arrived in Orthanc's study {study_id} within {timeout:.0f} s"
+    )
+
+
+def _volumes_ml(sr: Dataset) -> list[float]:
+    """Every volume measurement (mL) in the SR: one per segmented structure."""
+    found = []
+    for item in _content_items(sr):
+        if item.ValueType == "NUM" and "MeasuredValueSequence" in item:
+            measured = item.MeasuredValueSequence[0]
+            if measured.MeasurementUnitsCodeSequence[0].CodeValue == "mL":
+                found.append(float(measured.NumericValue))
+    return found
+
+
+def _referenced_uids(sr: Dataset) -> set[str]:
+    return {
+        str(ref.ReferencedSOPInstanceUID)
+        for item in _content_items(sr)
+        for ref in item.get("ReferencedSOPSequence", [])
+    }
+
+
+def _impressions(sr: Dataset) -> list[str]:
+    return [
+        str(item.TextValue)
+        for item in _content_items(sr)
+        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Impression"
+    ]
 
 
 def _dciodvfy_errors(path: Path) -> tuple[list[str], list[str]]:
@@ -96,7 +128,7 @@ def test_orthanc_sends_studies_and_gets_findings_back(
             assert job["FailedInstancesCount"] == 0, job
 
         for name, study_id in studies.items():
-            sr_ids = _wait_for_sr(orthanc, study_id)
+            sr_ids = _wait_for(orthanc, study_id, "SR")
             assert len(sr_ids) == 1, f"{name}: {len(sr_ids)} SR instances, expected one"
             raw = orthanc.rest("GET", f"/instances/{sr_ids[0]}/file")
             sr = pydicom.dcmread(io.BytesIO(raw))
@@ -113,6 +145,24 @@ def test_orthanc_sends_studies_and_gets_findings_back(
         ct_sr = pydicom.dcmread(tmp_path / "ct-sr.dcm")
         names = {n.lower() for n in _probabilities(ct_sr)}
         assert names, "the CT's SR names no finding"
+
+        (seg_id,) = _wait_for(orthanc, studies["ct"], "SEG")
+        raw = orthanc.rest("GET", f"/instances/{seg_id}/file")
+        seg = pydicom.dcmread(io.BytesIO(raw))
+        assert seg.StudyInstanceUID == ct_sr.StudyInstanceUID
+        assert str(seg.SOPInstanceUID) in _referenced_uids(ct_sr)
+        labels = {str(s.SegmentLabel).lower() for s in seg.SegmentSequence}
+        assert "liver" in labels, labels
+        volumes = _volumes_ml(ct_sr)
+        assert len(volumes) == len(seg.SegmentSequence) and all(v > 0 for v in volumes), volumes
+        (tmp_path / "ct-seg.dcm").write_bytes(raw)
+        errors, warnings = _dciodvfy_errors(tmp_path / "ct-seg.dcm")
+        print("CT SEG dciodvfy warnings:", *warnings, sep="\n  ")
+        assert not errors, "\n".join(errors)
+        assert not orthanc.instances_of_modality(studies["xray"], "SEG")
+        (impression,) = _impressions(ct_sr)
+        assert impression.strip()
+        print("CT impression:", impression)
 
         status = node_process.cli("status")
         assert status.returncode == 0 and "done 2" in status.stdout, status.stdout

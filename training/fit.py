@@ -90,11 +90,11 @@ def text_corpus(config: TrainConfig, texts: list[str]) -> list[str]:
     text-only report collections of ``data.extra_text``."""
     corpus = list(texts)
     for extra in config.data.extra_text:
-        corpus += _extra_corpus(extra)
+        corpus += extra_corpus(extra)
     return corpus
 
 
-def _extra_corpus(path: Path) -> list[str]:
+def extra_corpus(path: Path) -> list[str]:
     """Free text of a text-only report archive (CSV: every text column but ids and terms)."""
     from training.archive.report_text import clean_text
 
@@ -171,7 +171,7 @@ class _TextBank:
         model.text_encoder.train(was_training)
         self.features = torch.cat(feats)
         self.mask = torch.cat(masks) if tokens else None
-        _save_atomic({"key": key, "features": self.features, "mask": self.mask}, path)
+        save_atomic({"key": key, "features": self.features, "mask": self.mask}, path)
 
 
 def _encode_texts(
@@ -305,14 +305,14 @@ def _to_input(images: torch.Tensor) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+def lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
+def save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -462,7 +462,7 @@ def train(
     steps_per_epoch = len(train_set.records) // (o.batch_size * ctx.world_size)
     total_steps = steps_per_epoch * o.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, o.warmup_steps, total_steps)
+        optimizer, lambda s: lr_factor(s, o.warmup_steps, total_steps)
     )
     amp_dtype = autocast_dtype(config, ctx.device)
     use_amp = amp_dtype is not None
@@ -581,12 +581,12 @@ def train(
         if dev["dev_loss"] < best_loss:
             best_loss, best_epoch = dev["dev_loss"], epoch + 1
             if ctx.is_main:
-                _save_atomic(model.state_dict(), run_dir / BEST)
+                save_atomic(model.state_dict(), run_dir / BEST)
         if average is not None:
             average.swap(model)
         if ctx.is_main:
-            _append_log(run_dir, entry)
-            _save_atomic(
+            append_log(run_dir, entry)
+            save_atomic(
                 {
                     "model": model.state_dict(),
                     "ssl_head": ssl_head.state_dict() if ssl_head is not None else None,
@@ -680,7 +680,7 @@ def _all_reduce_grads(model: torch.nn.Module, ctx: DistContext) -> None:
             p.grad /= ctx.world_size
 
 
-def _append_log(run_dir: Path, entry: dict[str, Any]) -> None:
+def append_log(run_dir: Path, entry: dict[str, Any]) -> None:
     with (run_dir / LOG_JSONL).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
     csv_path = run_dir / LOG_CSV

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.models.config import ImageEncoderConfig, ModelConfigError, _build
+from inference.models.config import ImageEncoderConfig, ModelConfigError, build_section
 
 DECODER_KINDS = ("gpt2", "qformer", "none")
 FEATURES = ("spatial", "pooled")
@@ -133,9 +133,9 @@ class ImpressionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImpressionConfig:
         data = dict(data)
-        image = _build(ImageEncoderConfig, data.pop("image", {}), "image")
-        decoder = _build(DecoderConfig, data.pop("decoder", {}), "decoder")
-        generation = _build(GenerationConfig, data.pop("generation", {}), "generation")
+        image = build_section(ImageEncoderConfig, data.pop("image", {}), "image")
+        decoder = build_section(DecoderConfig, data.pop("decoder", {}), "decoder")
+        generation = build_section(GenerationConfig, data.pop("generation", {}), "generation")
         unknown = sorted(set(data) - {"features"})
         if unknown:
             raise ModelConfigError(

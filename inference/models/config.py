@@ -157,9 +157,9 @@ class DualEncoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
         data = dict(data)
-        image = _build(ImageEncoderConfig, data.pop("image", {}), "image")
-        text = _build(TextEncoderConfig, data.pop("text", {}), "text")
-        top = _build(_TopLevel, data, "")
+        image = build_section(ImageEncoderConfig, data.pop("image", {}), "image")
+        text = build_section(TextEncoderConfig, data.pop("text", {}), "text")
+        top = build_section(_TopLevel, data, "")
         return cls(image=image, text=text, **dataclasses.asdict(top))
 
     @classmethod
@@ -189,7 +189,7 @@ class _TopLevel:
 T = TypeVar("T")
 
 
-def _build(kind: type[T], data: Any, prefix: str) -> T:
+def build_section(kind: type[T], data: Any, prefix: str) -> T:
     """Build a config dataclass from plain data, naming unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ModelConfigError(f"{prefix or 'model'}: expected a table, got {data!r}")

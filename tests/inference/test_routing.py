@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from inference.packages import read_manifest
 from inference.routing import RoutingError, SeriesFacts, load_routing, route
 from vlnode.settings import REPO_CONF_DIR
 
@@ -37,8 +38,12 @@ def rules(tmp_path: Path, text: str) -> Path:
 def test_the_shipped_rules_load_and_route_ct_and_x_ray() -> None:
     table = load_routing(REPO_CONF_DIR / "routing.toml")
     ct = route(table, [facts("1.1", "CT", 1), facts("1.2", "CT", 120), facts("1.3", "CT", 40)])
-    assert ct.rule is not None and ct.rule.name == "ct-mr"
+    assert ct.rule is not None and ct.rule.name == "ct"
     assert [s.series_instance_uid for s in ct.series] == ["1.2"]  # the largest stack
+    tasks = [read_manifest(table.package_location(p)).task for p in ct.rule.packages]  # type: ignore[arg-type]
+    assert tasks == ["findings", "impression", "segmentation"]
+    mr = route(table, [facts("3.1", "MR", 30)])
+    assert mr.rule is not None and mr.rule.name == "mr"  # no CT segmentation for MR
     xray = route(table, [facts("2.1", "DX", 1, sop_class=DX_IMAGE)])
     assert xray.rule is not None and xray.rule.name == "chest-x-ray"
     location = table.package_location(xray.rule.packages[0])

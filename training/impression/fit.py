@@ -29,7 +29,7 @@ from inference.models.tokenizer import train_wordpiece
 from inference.packages import load_findings_package
 from training.archive import ReadSummary
 from training.datasets import augment
-from training.fit import _append_log, _extra_corpus, _lr_factor, _save_atomic, seed_everything
+from training.fit import append_log, extra_corpus, lr_factor, save_atomic, seed_everything
 from training.impression.config import ImpressionTrainConfig
 from training.impression.dataset import ImpressionSet, read_impression_set
 
@@ -150,7 +150,7 @@ def warm_start(
     steps_per_epoch = max(1, len(texts) // o.batch_size)
     total = steps_per_epoch * o.lm_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, min(o.warmup_steps, total // 10 + 1), total)
+        optimizer, lambda s: lr_factor(s, min(o.warmup_steps, total // 10 + 1), total)
     )
     model.train()
     for epoch in range(o.lm_epochs):
@@ -180,7 +180,7 @@ def warm_start(
             "images_per_s": steps_per_epoch * o.batch_size / max(1e-6, seconds),
             "elapsed_s": seconds,
         }
-        _append_log(run_dir, entry)
+        append_log(run_dir, entry)
         if progress:
             print(
                 f"warm start {epoch + 1}/{o.lm_epochs}: loss {entry['train_loss']:.4f}", flush=True
@@ -240,7 +240,7 @@ def train_impression(
             f"({o.batch_size})"
         )
     generates = config.model.decoder.kind != "none"
-    extra = [t for path in d.extra_text for t in _extra_corpus(path)]
+    extra = [t for path in d.extra_text for t in extra_corpus(path)]
     tokenizer = (
         build_decoder_tokenizer(config, [*train_set.targets, *extra], run_dir)
         if generates
@@ -307,7 +307,7 @@ def _fit(
     steps_per_epoch = len(train_set.records) // o.batch_size
     total_steps = steps_per_epoch * o.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, o.warmup_steps, total_steps)
+        optimizer, lambda s: lr_factor(s, o.warmup_steps, total_steps)
     )
     start_epoch, step = 0, 0
     if checkpoint.is_file():
@@ -367,8 +367,8 @@ def _fit(
             "images_per_s": len(losses) * o.batch_size / max(1e-6, seconds),
             "elapsed_s": time.monotonic() - started,
         }
-        _append_log(run_dir, entry)
-        _save_atomic(
+        append_log(run_dir, entry)
+        save_atomic(
             {
                 "model": model.trained_state(),
                 "optimizer": optimizer.state_dict(),

@@ -20,7 +20,7 @@ from monai.losses.dice import DiceCELoss
 
 from inference.segmentation.network import build_network
 from training.archive.label_volumes import read_pairs
-from training.fit import CHECKPOINT, _append_log, _lr_factor, _save_atomic
+from training.fit import CHECKPOINT, append_log, lr_factor, save_atomic
 from training.segmentation.config import SegmentationTrainConfig
 from training.segmentation.data import batch_of, crop_transform, on_model_grid
 
@@ -93,7 +93,7 @@ def train_segmentation(
             crops = transform(grids[(epoch * o.steps_per_epoch + i) % len(grids)])
             images, labels = batch_of(crops)
             for group in optimiser.param_groups:
-                group["lr"] = o.lr * _lr_factor(step, o.warmup_steps, total)
+                group["lr"] = o.lr * lr_factor(step, o.warmup_steps, total)
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(network(images), labels)
             loss.backward()
@@ -110,8 +110,8 @@ def train_segmentation(
             "crops_per_s": round(len(losses) * o.batch_size / max(seconds, 1e-9), 3),
             "elapsed_s": round(time.monotonic() - started, 1),
         }
-        _append_log(run_dir, entry)
-        _save_atomic(
+        append_log(run_dir, entry)
+        save_atomic(
             {
                 "network": network.state_dict(),
                 "optimiser": optimiser.state_dict(),
