@@ -67,14 +67,13 @@ def test_sigkill_mid_job_is_taken_up_again_and_delivered_once(
         assert not list(received.iterdir())
 
         node_process.start(wait=60)
-        _wait_for(lambda: list(received.iterdir()), "the SR at the destination")
+        _wait_for(lambda: len(list(received.iterdir())) >= 2, "the SEG and SR at the destination")
         time.sleep(3)  # anything sent twice would arrive now
         log = node_process.log()
         assert "requeued 1 job(s)" in log and "(attempt 2)" in log
-        sent = list(received.iterdir())
-        assert len(sent) == 1, sent
-        sr = pydicom.dcmread(sent[0])
-        assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+        # The shipped CT rule sends a SEG (the segmentation package) and the SR, each once.
+        classes = sorted(str(pydicom.dcmread(f).SOPClassUID) for f in received.iterdir())
+        assert classes == ["1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34"], classes
         status = node_process.cli("status")
         assert "done 1" in status.stdout, status.stdout
         assert node_process.stop() == 0
