@@ -252,17 +252,8 @@ class Worker:
                 series_instance_uid=series_uid,
                 sop_instance_uid=sop_uid,
             )
-            path, digest = self._write(study_uid, dataset)
-            srs[(sr_format, seg_variant)] = OutputRecord(
-                study_instance_uid=study_uid,
-                series_instance_uid=series_uid,
-                sop_instance_uid=sop_uid,
-                sop_class_uid=str(dataset.SOPClassUID),
-                kind="sr",
-                variant=variant,
-                file_path=path,
-                sha256=digest,
-                package_hash=packages,
+            srs[(sr_format, seg_variant)] = self._record(
+                study_uid, dataset, "sr", variant, packages
             )
         deliveries = [
             (segs[profile[d.name][1]][0].sop_instance_uid, d.name)
@@ -293,18 +284,7 @@ class Worker:
             compress=variant.endswith(COMPRESSED_SUFFIX),
             omit_empty_frames=self.settings.worker.seg_omit_empty_frames,
         )
-        path, digest = self._write(study_uid, dataset)
-        record = OutputRecord(
-            study_instance_uid=study_uid,
-            series_instance_uid=series_uid,
-            sop_instance_uid=sop_uid,
-            sop_class_uid=str(dataset.SOPClassUID),
-            kind="seg",
-            variant=variant,
-            file_path=path,
-            sha256=digest,
-            package_hash=packages,
-        )
+        record = self._record(study_uid, dataset, "seg", variant, packages)
         reference = SegmentationReference(
             sop_class_uid=str(dataset.SOPClassUID),
             sop_instance_uid=sop_uid,
@@ -313,6 +293,23 @@ class Worker:
             segment_numbers=numbers,
         )
         return record, reference
+
+    def _record(
+        self, study_uid: str, dataset: Dataset, kind: str, variant: str, packages: str
+    ) -> OutputRecord:
+        """Write an output durably and describe it for the store."""
+        path, digest = self._write(study_uid, dataset)
+        return OutputRecord(
+            study_instance_uid=study_uid,
+            series_instance_uid=str(dataset.SeriesInstanceUID),
+            sop_instance_uid=str(dataset.SOPInstanceUID),
+            sop_class_uid=str(dataset.SOPClassUID),
+            kind=kind,
+            variant=variant,
+            file_path=path,
+            sha256=digest,
+            package_hash=packages,
+        )
 
     def _write(self, study_uid: str, dataset: Dataset) -> tuple[str, str]:
         """Write durably (temporary name, fsync, rename); the path relative to the data dir."""
