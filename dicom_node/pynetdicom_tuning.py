@@ -449,6 +449,10 @@ def _abort_without_state_machine(dul: Any) -> None:
     abort.reason_diagnostic = 0x00
     with contextlib.suppress(Exception):
         dul.socket.send(abort.encode())
+    # After an A-ABORT the transport is done with (PS3.8 9.1.8); left open, the socket was
+    # only closed by garbage collection, whenever that came (a ResourceWarning in tests).
+    with contextlib.suppress(Exception):
+        dul.socket.close()
     dul.assoc.is_aborted = True
     dul.assoc.is_established = False
     dul.assoc._kill = True
