@@ -253,7 +253,7 @@ def durability_floor(files: list[Path], work: Path, spool_sync: str) -> float:
     stored: identifiers read, linked into place, made durable (syncfs on a sealed spool;
     fdatasync and folder fsync on a portable one), row committed.
     """
-    from dicom_node.direct_store import WRITEBACK_EVERY
+    from dicom_node.incoming import WRITEBACK_EVERY
     from dicom_node.receiver import AssociationTally, StoreService
     from dicom_node.spool import Spool
     from store.database import make_engine, upgrade_schema

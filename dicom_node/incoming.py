@@ -5,8 +5,8 @@ the file meta and each P-DATA fragment of the data set to a temporary file as th
 hands the handler its path. :class:`IncomingFile` is that file for vlnode: it lives in the
 spool's ``.incoming`` folder (the same file system as the spool, so the finished file takes its
 final name with a link, never a copy), it asks the kernel to start writing each fragment out
-at once (``sync_file_range``), so the flush that makes the instance durable waits for the last
-fragment only, and it keeps the file's seal up to date (dicom_node.seal).
+at once (``sync_file_range``) every 256 KiB, so the flush that makes the instance durable waits
+for the last fragments only, and it keeps the file's seal up to date (dicom_node.seal).
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from dicom_node.seal import Sealer
 
 INCOMING_FOLDER = ".incoming"
 INCOMING_SUFFIX = ".receiving"
+
+# Early write-back and the seal (IncomingFile.flush) every this many bytes, and after the last
+# fragment. Per fragment (about 100 KB from dcmtk) cost more CPU and made the final flush
+# slower here: one association, 300 CT images, the flush took 3.2-4.1 ms (median) against
+# 2.2-2.7 ms at 256 KiB, and the node's CPU fell 7-9% (perf stat, four associations).
+WRITEBACK_EVERY = 256 * 1024
 
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start write-out of dirty pages, do not wait
 
@@ -83,14 +89,23 @@ class IncomingFile:
 
     @property
     def unflushed(self) -> int:
-        """Bytes written since the last :meth:`flush`."""
+        """Bytes written and not yet on their way to the disk (see :meth:`flush`)."""
         return self._written - self._flushed
 
     def flush(self) -> None:
+        """Bring the seal up to date; start writing out the bytes not yet on their way to the
+        disk if there are at least WRITEBACK_EVERY of them.
+
+        A smaller rest, the whole of a small image or the tail of a large one, is left to the
+        flush that makes the instance durable: started here, in the receiving thread, each
+        such write-back cost about 85 us of CPU (a 9 KB image: 118 us per received file
+        against 33 us without), and the one flush writes a batch of them at once.
+        """
         if self.failure is not None:
             return
-        start_writeback(self._fd, self._flushed, self._written - self._flushed)
-        self._flushed = self._written
+        if self._written - self._flushed >= WRITEBACK_EVERY:
+            start_writeback(self._fd, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
         self._sealer.write(self._fd)
 
     def close(self) -> None:
@@ -110,10 +125,16 @@ class IncomingFile:
         self.discard()
 
 
+def incoming_files(folder: Path) -> list[Path]:
+    """Files being received, or left by receptions that never completed, under ``folder``
+    (the spool's incoming folder and its per-thread folders)."""
+    return sorted(folder.rglob(f"*{INCOMING_SUFFIX}"))
+
+
 def remove_incoming_leftovers(folder: Path) -> int:
     """Delete files of receptions that never completed (at start, before listening)."""
     removed = 0
-    for path in folder.glob(f"*{INCOMING_SUFFIX}"):
+    for path in incoming_files(folder):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1

@@ -22,6 +22,7 @@ from dicom_node.errors import (
     SopMismatchError,
     StorageError,
 )
+from dicom_node.group_commit import GroupCommit
 from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_file_identifiers
 from dicom_node.spool import Spool
 from store import ingest
@@ -58,6 +59,7 @@ class StoreService:
         self.spool = spool
         self.engine = engine
         self.index = InstanceIndex(engine)
+        self.commits = GroupCommit(spool.make_durable, self.index.record_many)
 
     def close(self) -> None:
         """Release the database connection the store keeps for writing (at shutdown)."""
@@ -123,7 +125,8 @@ class StoreService:
         )
         # The file is durable under its final name before the row is committed: a committed
         # row always has its file. A row lost after that (SQLite does not fsync each commit)
-        # is recovered from the file at the next start (dicom_node.recovery).
+        # is recovered from the file at the next start (dicom_node.recovery). Both steps are
+        # shared with the instances other associations are storing at the same moment.
         placed = pending.place()
         if not placed:
             if instance_path(self.engine, ids.sop_instance_uid) is not None:
@@ -132,11 +135,8 @@ class StoreService:
             # A file from a store that never got its row (it failed, or its row was lost):
             # this complete copy takes its place.
             pending.replace()
-        try:
-            is_new = self.index.record(item)
-        except Exception as exc:
-            # The file stays: a re-send replaces it, and the next start records it if not.
-            raise StorageError(f"cannot record the instance in the store: {exc}") from exc
+        # On failure the file stays: a re-send replaces it, and the next start records it if not.
+        is_new = self.commits.commit(item, pending.final.parent)
         if not is_new and placed:
             # Recorded under another study or series path: keep the first one only.
             recorded = instance_path(self.engine, ids.sop_instance_uid)

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from dicom_node.incoming import incoming_files
 from store.database import make_engine
 from store.tables import Instance
 from tests.conftest import NodeProcess, free_port, node_env
@@ -417,7 +418,7 @@ def test_node_survives_stores_nothing_and_leaks_nothing(fuzzed: FuzzedNode) -> N
     assert len(database) <= _POOLED_CONNECTIONS, database
     data_dir = fuzzed.node.data_dir
     assert not list((data_dir / "spool").rglob("*.dcm"))
-    assert not list((data_dir / "spool" / ".incoming").iterdir())
+    assert not incoming_files(data_dir / "spool" / ".incoming")
     engine = make_engine(f"sqlite:///{data_dir / 'vlnode.db'}")
     try:
         with engine.connect() as conn:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from dicom_node import status
 from dicom_node.header import dataset_offset
+from dicom_node.incoming import incoming_files
 from store.tables import Association, Instance, Job, QuarantinedInstance
 from tests.conftest import DCMTK_ENV, require_tool
 from tests.dicom_factory import iter_sop_uids, write_ct_study
@@ -362,7 +363,7 @@ def _begin_an_instance(node: Any) -> tuple[AE, Any]:
         [context_id, b"\x00" + b"\x08\x00\x16\x00UI\x1a\x00" + b"1" * 20],
     ]
     assoc.dul.send_pdu(pdata)
-    wait_for(lambda: any(incoming.iterdir()))
+    wait_for(lambda: bool(incoming_files(incoming)))
     return ae, assoc
 
 
@@ -374,7 +375,7 @@ def test_sender_aborting_mid_instance_leaves_nothing_behind(
     assoc.abort()  # the sender gives up
     ae.shutdown()
     incoming = running_node.settings.store.data_dir / "spool" / ".incoming"
-    wait_for(lambda: not any(incoming.iterdir()))
+    wait_for(lambda: not incoming_files(incoming))
     wait_for(lambda: closed_associations(running_node) == 1)
     assert count(running_node, Instance) == 0
     # Still serving.
@@ -396,7 +397,7 @@ def test_sender_stalling_mid_instance_is_cut_off_after_the_network_timeout(
         # ... and nothing more: the node ends the association on its own.
         incoming = node.settings.store.data_dir / "spool" / ".incoming"
         wait_for(lambda: not assoc.is_established, timeout=20)
-        wait_for(lambda: not any(incoming.iterdir()))
+        wait_for(lambda: not incoming_files(incoming))
         wait_for(lambda: closed_associations(node) == 1)
         ae.shutdown()
         assert count(node, Instance) == 0

@@ -126,7 +126,7 @@ def test_portable_spool_stores_without_seals(tmp_path: Path) -> None:
     spool.sealed = False  # as on a file system without extended attributes
     sent = receive(StoreService(spool, engine), 2)
     assert set(rows(engine)) == {sop for sop, _ in sent}
-    assert not list(spool.incoming_dir.iterdir())
+    assert not spool.files_being_received()
     engine.dispose()
 
 

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, func, select
 
 from store import ingest
 from store.instances import InstanceIndex, instance_path
@@ -62,17 +62,16 @@ def test_instance_recorded_once(engine: Engine) -> None:
 
 def test_rolled_back_instance_leaves_no_row_and_no_stale_cache(engine: Engine) -> None:
     index = InstanceIndex(engine)
+    insert_instance = index._insert_instance
 
-    def fail_instance_insert(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("INSERT INTO instance"):
+    class FailingInsert:
+        def first(self, *_args: Any) -> None:
             raise OSError("database went away")
 
-    event.listen(engine, "before_cursor_execute", fail_instance_insert)
-    try:
-        with pytest.raises(OSError, match="went away"):
-            index.record(instance("5.5.1", T0, study="5.5", series="5.5.0"))
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_instance_insert)
+    index._insert_instance = FailingInsert()  # type: ignore[assignment]
+    with pytest.raises(OSError, match="went away"):
+        index.record(instance("5.5.1", T0, study="5.5", series="5.5.0"))
+    index._insert_instance = insert_instance
     assert instance_path(engine, "5.5.1") is None
     # The study row was rolled back with it: the next instance must recreate it.
     assert index.record(instance("5.5.2", T0, study="5.5", series="5.5.0")) is True
