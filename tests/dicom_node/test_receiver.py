@@ -11,6 +11,7 @@ import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from dicom_node import status
+from dicom_node.errors import OutOfResourcesError
 from dicom_node.receiver import AssociationTally, StoreService
 from dicom_node.spool import Spool
 from store.database import make_engine, upgrade_schema
@@ -58,3 +59,29 @@ def test_failed_write_is_answered_not_raised(
     assert summarise(engine).instances == 0
     assert not list((tmp_path / "quarantine").iterdir())  # not the sender's fault
     engine.dispose()
+
+
+def test_spool_refuses_under_its_disk_floor_and_looks_again_when_near_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free = {"bytes": 10 * 2**30}
+    looks: list[int] = []
+
+    def disk_usage(_path: Any) -> Any:
+        looks.append(free["bytes"])
+        return type("Usage", (), {"free": free["bytes"]})()
+
+    monkeypatch.setattr("dicom_node.spool.shutil.disk_usage", disk_usage)
+    spool = Spool(tmp_path, min_free_bytes=2**30)
+    spool.check_free_space()
+    spool.check_free_space()  # far above the floor: not looked at again within the second
+    assert len(looks) == 1
+    spool._free_space_fine_until = 0.0  # the second has passed
+    free["bytes"] = 2**30 + 2**20  # just above the floor: looked at every time
+    spool.check_free_space()
+    spool.check_free_space()
+    assert len(looks) == 3
+    free["bytes"] = 2**30 - 1
+    with pytest.raises(OutOfResourcesError, match="under the floor of 1024 MiB"):
+        spool.check_free_space()
+    assert OutOfResourcesError.dimse_status == status.REFUSED_OUT_OF_RESOURCES
