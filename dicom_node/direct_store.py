@@ -61,6 +61,7 @@ class StoreFunction(Protocol):
         sop_class_uid: str,
         sop_instance_uid: str,
         write_failure: OSError | None,
+        dataset: memoryview | None = None,
     ) -> int | Dataset: ...
 
 
@@ -117,6 +118,7 @@ class _Message:
         self.command = command
         self.context_id = context_id
         self.incoming = incoming
+        self.fragments = 0
 
 
 class DirectStore:
@@ -195,11 +197,14 @@ class DirectStore:
                 return self._give_back(items, offset)
             else:
                 message.incoming.write(fragment)
+                message.fragments += 1
                 if control & _IS_LAST or message.incoming.unflushed >= WRITEBACK_EVERY:
                     message.incoming.flush()
                 if control & _IS_LAST:
                     self._message = None
-                    self._finish(message)
+                    # A data set that came in one fragment is at hand: its identifiers are
+                    # read from memory rather than from the file just written.
+                    self._finish(message, fragment if message.fragments == 1 else None)
             offset = fragment_end
         return None
 
@@ -219,7 +224,7 @@ class DirectStore:
         incoming.write(self.file_meta(command.sop_class_uid, command.sop_instance_uid, syntax))
         return _Message(command, context_id, incoming)
 
-    def _finish(self, message: _Message) -> None:
+    def _finish(self, message: _Message, dataset: memoryview | None) -> None:
         command, incoming = message.command, message.incoming
         incoming.close()
         try:
@@ -229,6 +234,7 @@ class DirectStore:
                 command.sop_class_uid,
                 command.sop_instance_uid,
                 incoming.failure,
+                dataset,
             )
         except Exception:  # the store function answers for itself; this is the last resort
             log.exception("storing SOP Instance %s failed", command.sop_instance_uid)

@@ -10,9 +10,11 @@ against 0.3 ms on a quiet disk) and the transactions behind one another's SQLite
 Here the first association thread to arrive leads: it takes every instance queued so far
 (its own included), makes their names durable with one flush, records their rows in one
 transaction, and wakes their threads; instances that arrive meanwhile queue for the next
-leader, who is one of their own threads. There is no committer thread to hand work to, and a
-lone association pays nothing extra. The order within a batch is the order of one instance:
-every file is durable under its final name before the transaction that records it commits.
+leader, the first of their threads, whom the leader wakes when it is done. Each waiting
+thread is woken once (an event each, not a condition all of them wait on). There is no
+committer thread to hand work to, and a lone association pays nothing extra. The order within
+a batch is the order of one instance: every file is durable under its final name before the
+transaction that records it commits.
 
 A batch whose transaction fails is recorded again one instance at a time, so one bad row
 fails only its own instance.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicom_node.errors import StorageError
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 class _Ticket:
     item: ReceivedInstance
     folder: Path
+    # Set when the ticket is served, or when its thread is to lead the next batch.
+    woken: threading.Event = field(default_factory=threading.Event)
     done: bool = False
     is_new: bool = False
     error: StorageError | None = None
@@ -59,7 +63,7 @@ class GroupCommit:
     ) -> None:
         self._make_durable = make_durable
         self._record = record
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Ticket] = []
         self._leading = False
         self.batches = 0  # how many flushes and transactions served the instances so far
@@ -75,23 +79,32 @@ class GroupCommit:
             The flush or the row failed: the instance must not be acknowledged.
         """
         ticket = _Ticket(item, folder)
-        with self._changed:
+        with self._lock:
             self._queue.append(ticket)
-            while self._leading and not ticket.done:
-                self._changed.wait()
-            if not ticket.done:
-                self._leading = True
-                batch, self._queue = self._queue, []
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            # Woken once: served by a leader, or named to lead the batch queued since.
+            ticket.woken.wait()
         if not ticket.done:
+            with self._lock:
+                batch, self._queue = self._queue, []
             try:
                 self._serve(batch)
             finally:
-                with self._changed:
-                    self._leading = False
-                    self._changed.notify_all()
+                self._hand_over()
         if ticket.error is not None:
             raise ticket.error
         return ticket.is_new
+
+    def _hand_over(self) -> None:
+        """Name the first queued thread to lead the next batch, or stop leading."""
+        with self._lock:
+            if not self._queue:
+                self._leading = False
+                return
+            successor = self._queue[0]
+        successor.woken.set()
 
     def _serve(self, batch: list[_Ticket]) -> None:
         self.batches += 1
@@ -109,9 +122,9 @@ class GroupCommit:
                 else:
                     ticket.is_new = outcome
         finally:
-            with self._changed:
-                for ticket in batch:
-                    ticket.done = True
+            for ticket in batch:
+                ticket.done = True
+                ticket.woken.set()
 
     def _record_batch(self, batch: list[_Ticket]) -> list[bool | StorageError]:
         try:

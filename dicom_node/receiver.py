@@ -23,7 +23,12 @@ from dicom_node.errors import (
     StorageError,
 )
 from dicom_node.group_commit import GroupCommit
-from dicom_node.header import UID_PATTERN, InstanceIdentifiers, read_file_identifiers
+from dicom_node.header import (
+    UID_PATTERN,
+    InstanceIdentifiers,
+    read_file_identifiers,
+    read_identifiers,
+)
 from dicom_node.spool import Spool
 from store import ingest
 from store.instances import InstanceIndex, instance_path
@@ -73,18 +78,24 @@ class StoreService:
         requested_sop_instance: str,
         tally: AssociationTally,
         write_failure: OSError | None = None,
+        dataset: memoryview | None = None,
     ) -> int | Dataset:
         """Store one completely received Part 10 file; return the DIMSE status.
 
         ``received`` is the temporary file the data set was written to as it arrived (see
         dicom_node.incoming); it is given its final name, or quarantined, or dropped.
-        ``write_failure`` is the error that stopped writing it, if one did.
+        ``write_failure`` is the error that stopped writing it, if one did. ``dataset``, if
+        given, is the data set the file holds after its File Meta Information, still in
+        memory: its identifiers are read from there.
         """
         try:
             if write_failure is not None:
                 raise _write_failure_error(write_failure)
             self.spool.check_free_space()
-            ids = read_file_identifiers(received, transfer_syntax)
+            if dataset is not None:
+                ids = read_identifiers(dataset, transfer_syntax)
+            else:
+                ids = read_file_identifiers(received, transfer_syntax)
             ids = _reconcile_with_request(ids, requested_sop_class, requested_sop_instance)
             is_new = self._store_durably(ids, received, transfer_syntax, tally)
         except ReceiveError as exc:

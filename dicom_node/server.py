@@ -403,6 +403,7 @@ class Listener:
             sop_class_uid: str,
             sop_instance_uid: str,
             write_failure: OSError | None,
+            dataset: memoryview | None = None,
         ) -> int | Dataset:
             return self.service.store(
                 received,
@@ -411,6 +412,7 @@ class Listener:
                 sop_instance_uid,
                 tally,
                 write_failure=write_failure,
+                dataset=dataset,
             )
 
         return store

@@ -66,12 +66,17 @@ class RawStatement:
             cursor.close()
 
     def _run(self, conn: Connection, values: Mapping[str, Any]) -> Any:
-        processed = dict(values)
-        for name, processor in self._processors.items():
-            processed[name] = processor(processed[name])
-        parameters: Any = (
-            processed if self._order is None else tuple(processed[n] for n in self._order)
-        )
+        processors = self._processors
+        if self._order is None:
+            parameters: Any = {
+                name: processors[name](value) if name in processors else value
+                for name, value in values.items()
+            }
+        else:
+            parameters = tuple(
+                processors[name](values[name]) if name in processors else values[name]
+                for name in self._order
+            )
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(self.sql, parameters)
         return cursor

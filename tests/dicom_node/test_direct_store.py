@@ -24,6 +24,7 @@ from dicom_node.incoming import IncomingFile
 
 CONTEXT = 1
 META = b"META"  # stands in for the File Meta Information group
+PREFIX = b"\0" * 128 + b"DICM" + META  # what the stored file holds before the data set
 
 
 def store_command(message_id: int, sop_instance: str, with_data_set: bool = True) -> bytes:
@@ -65,6 +66,7 @@ class Peer:
         self.result = result
         self.sent: list[bytes] = []
         self.stored: list[tuple[bytes, str, str, str]] = []
+        self.in_memory = 0  # data sets also handed over in memory
 
     def store(
         self,
@@ -73,11 +75,14 @@ class Peer:
         sop_class_uid: str,
         sop_instance_uid: str,
         write_failure: OSError | None,
+        dataset: memoryview | None = None,
     ) -> int | Dataset:
         assert write_failure is None
-        self.stored.append(
-            (received.read_bytes(), transfer_syntax, sop_class_uid, sop_instance_uid)
-        )
+        content = received.read_bytes()
+        if dataset is not None:  # a data set in one fragment: handed over as well
+            assert bytes(dataset) == content[len(PREFIX) :]
+            self.in_memory += 1
+        self.stored.append((content, transfer_syntax, sop_class_uid, sop_instance_uid))
         received.unlink()  # as the spool does when it links the file into place
         return self.result
 
@@ -149,6 +154,7 @@ def test_a_store_over_several_pdus_is_stored_and_answered(tmp_path: Path) -> Non
     assert peer.stored == [
         (b"\0" * 128 + b"DICM" + META + data, ExplicitVRLittleEndian, CTImageStorage, sop_instance)
     ]
+    assert peer.in_memory == 0  # in four fragments: read back from the file
     (response,) = peer.responses()
     assert response.CommandField == 0x8001
     assert response.MessageIDBeingRespondedTo == 5
@@ -159,6 +165,16 @@ def test_a_store_over_several_pdus_is_stored_and_answered(tmp_path: Path) -> Non
     message = C_STORE_RSP()
     message.command_set = response
     assert message.message_to_primitive().Status == status.SUCCESS
+
+
+def test_a_data_set_in_one_fragment_is_handed_over_in_memory_too(tmp_path: Path) -> None:
+    peer = Peer(tmp_path)
+    direct = peer.direct_store()
+    data = bytes(range(256)) * 4
+    pdu = pdv(store_command(3, "1.2.3.4"), True, True) + pdv(data, False, True)
+    assert direct.take(memoryview(pdu)) is None
+    assert peer.in_memory == 1  # and Peer.store checked it against the file's data set
+    assert peer.stored[0][0].endswith(data)
 
 
 def test_a_failure_is_answered_with_its_status_and_comment(tmp_path: Path) -> None:

@@ -315,9 +315,9 @@ def test_pynetdicom_path_stores_the_same_files_as_the_direct_path(
     served_directly: list[object] = []
     finish = DirectStore._finish
 
-    def counting_finish(self: DirectStore, message: Any) -> None:
+    def counting_finish(self: DirectStore, message: Any, dataset: Any) -> None:
         served_directly.append(message)
-        finish(self, message)
+        finish(self, message, dataset)
 
     monkeypatch.setattr(DirectStore, "_finish", counting_finish)
     _, files = write_ct_study(tmp_path / "study", (1, 2))
