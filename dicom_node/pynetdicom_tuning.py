@@ -85,7 +85,7 @@ from pynetdicom.events import EVT_CONN_OPEN, EVT_DIMSE_SENT, trigger
 from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.transport import RequestHandler
+from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from dicom_node.direct_store import DirectStore, StoreFunction, p_data_tf
 from dicom_node.encoding import FileMeta, c_store_response
@@ -184,6 +184,28 @@ def make_event_driven(
 _dul_thread = threading.local()
 _pynetdicom_create_file_meta: Any = dimse_messages.create_file_meta  # type: ignore[attr-defined]
 _pynetdicom_write_file_meta_info: Any = dimse_messages.write_file_meta_info  # type: ignore[attr-defined]
+
+
+def close_sockets_that_fail_to_connect() -> None:
+    """Have pynetdicom close a socket whose connection failed (refused, timed out, TLS).
+
+    Its ``AssociationSocket._shutdown_socket`` calls ``shutdown`` then ``close`` in one
+    ``try``: on a socket that never connected ``shutdown`` raises, ``close`` is skipped, and
+    the descriptor stays open until the garbage collector finds the socket (a sender that
+    retries an unreachable destination held one descriptor per failed try, and the tests saw
+    the ResourceWarning in whichever test ran when it was collected). Idempotent.
+    """
+    AssociationSocket._shutdown_socket = _shutdown_and_close  # type: ignore[method-assign]
+
+
+def _shutdown_and_close(self: AssociationSocket) -> None:
+    sock = self.socket
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _receive_into_spool() -> None:

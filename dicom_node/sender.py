@@ -33,6 +33,7 @@ from pydicom.uid import UID
 from pynetdicom import AE, build_context, evt
 from sqlalchemy import Engine
 
+from dicom_node.pynetdicom_tuning import close_sockets_that_fail_to_connect
 from dicom_node.tls import client_context
 from store.audit import record_delivery_try
 from store.outputs import (
@@ -252,6 +253,7 @@ def _store(
 ) -> SendResult:
     peer = f"destination {_peer(destination)}"
     timeout = settings.delivery.timeout_seconds
+    close_sockets_that_fail_to_connect()  # else a refused try leaves its socket open
     ae = AE(ae_title=settings.node.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     connected = threading.Event()

@@ -25,6 +25,7 @@ from dicom_node.policy import AssociationPolicy
 from dicom_node.pynetdicom_tuning import (
     EventDrivenRequestHandler,
     check_version,
+    close_sockets_that_fail_to_connect,
     received_file_failure,
 )
 from dicom_node.receiver import AssociationTally, StoreService
@@ -179,6 +180,7 @@ class Listener:
 
     def _make_ae(self) -> AE:
         check_version()
+        close_sockets_that_fail_to_connect()
         # pynetdicom's own event handlers describe every PDU and DIMSE message for its debug
         # log, building the text whether or not it is logged: a third of the receive path's
         # Python time. Bound only when our log level is DEBUG, where that text is wanted.

@@ -19,9 +19,6 @@ from tests.dicom_node.test_listener import in_process_node
 # accepted sockets have the node's port), was finalised during this module's teardown in two
 # of five full runs; to be found (see the session note). The node's own descriptors are
 # checked by test_fuzz_listener.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
 
 
 @pytest.fixture

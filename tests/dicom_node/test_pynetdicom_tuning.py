@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import inspect
 import threading
+import warnings
 
 import pynetdicom
-from pynetdicom import dimse_messages
+from pynetdicom import AE, dimse_messages
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.transport import RequestHandler
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import AssociationSocket, RequestHandler
 
-from dicom_node.pynetdicom_tuning import PINNED_VERSION, check_version
+from dicom_node.pynetdicom_tuning import (
+    PINNED_VERSION,
+    check_version,
+    close_sockets_that_fail_to_connect,
+)
+from tests.conftest import free_port
 
 # sha256 of pynetdicom 3.0.4's DULServiceProvider.run_reactor, which _event_driven_dul_loop
 # mirrors step for step: if it changes, re-read it and update the mirror and this digest.
@@ -97,3 +105,21 @@ def test_request_handler_steps_are_the_ones_we_repeat() -> None:
     assert "self._create_association()" in source
     assert "evt.EVT_CONN_OPEN" in source
     assert "assoc.start()" in source
+
+
+def test_a_refused_connection_leaves_no_socket_open() -> None:
+    # pynetdicom's own failure path calls the method we replace.
+    assert "self._shutdown_socket()" in inspect.getsource(AssociationSocket.connect)
+    close_sockets_that_fail_to_connect()
+    closed_port = free_port()  # nothing listens there
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context(Verification)
+    ae.connection_timeout = 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assoc = ae.associate("127.0.0.1", closed_port)
+        assert not assoc.is_established
+        del assoc
+        gc.collect()
+    ae.shutdown()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

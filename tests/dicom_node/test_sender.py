@@ -38,11 +38,6 @@ from vlnode.settings import DeliverySettings, Destination, NodeSettings, Setting
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-# pynetdicom 3.0.4 does not close its socket when the connection is refused (it calls
-# shutdown() first, which raises on an unconnected socket): the socket is finalised unclosed.
-LEAKS_REFUSED_SOCKET = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
 
 
 def settings_for(data_dir: Path, port: int, ae_title: str = "DEST", **delivery: Any) -> Settings:
@@ -181,7 +176,6 @@ def test_delivered_once_to_storescp(
     assert pydicom.dcmread(stored).SOPInstanceUID == queued_output
 
 
-@LEAKS_REFUSED_SOCKET
 def test_destination_down_for_a_while(
     engine: Engine, data_dir: Path, tmp_path: Path, queued_output: str
 ) -> None:
@@ -212,7 +206,6 @@ def test_destination_down_for_a_while(
     assert len(list(received.iterdir())) == 1
 
 
-@LEAKS_REFUSED_SOCKET
 def test_gives_up_after_max_attempts(engine: Engine, data_dir: Path, queued_output: str) -> None:
     sender = Sender(settings_for(data_dir, free_port(), max_attempts=2), engine, "sender")
     run_until(sender, engine, lambda d: d.state == DeliveryState.DEAD)
