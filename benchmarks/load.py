@@ -3,10 +3,11 @@
 Eight dcmtk ``storescu`` processes start together, each sending its own 500-instance CT
 series (generated once: 64x64 slices, about 9 KB each) over its own association, to
 ``vlnode serve`` (two listener processes, durable before each success: one ``syncfs`` on a
-sealed spool) and to Orthanc (Debian, its own defaults: SQLite index, ``SyncStorageArea``
-on; but ``DicomThreadsCount`` 8, not 4, for with 4 an association beyond the fourth broke
-off mid-series with a broken pipe), interleaved round by round so that machine drift hits
-both alike. It prints:
+sealed spool, shared by the instances a process's associations store at the same moment)
+and to Orthanc (Debian, its own defaults: SQLite index, ``SyncStorageArea`` on; but
+``DicomThreadsCount`` 8, not 4, for with 4 an association beyond the fourth broke off
+mid-series with a broken pipe), interleaved round by round so that machine drift hits both
+alike. It prints:
 
 * throughput: instances per second from the first connection to the last response, and
   vlnode's as a ratio to Orthanc's (target >= 1.5);

@@ -1,4 +1,5 @@
-"""One disk flush per received instance, and a seal that tells a complete file from a torn one.
+"""One disk flush per received instance (or batch of them), and a seal that tells a complete
+file from a torn one.
 
 Making a new file durable under a new name takes two flushes if done in the portable order
 (``fdatasync`` the file, rename, ``fsync`` the folder): on the disk of the development machine

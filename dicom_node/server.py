@@ -252,9 +252,9 @@ class Listener:
                 f"{node.bind_address}:{port} ({'TLS' if context is not None else 'plain'})"
                 for port, context in ports
             ),
-            "sealed (one disk flush per instance)"
+            "sealed (one disk flush per instance, shared by concurrent stores)"
             if self.service.spool.sealed
-            else "portable (fdatasync and folder fsync per instance)",
+            else "portable (fdatasync per instance, folder fsync shared by concurrent stores)",
         )
 
     def stop(self, grace_seconds: float = 30.0) -> None:

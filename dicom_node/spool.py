@@ -10,8 +10,8 @@ says "this instance is stored already", and a duplicate never touches the stored
 durable before its row is committed, in one of two orders:
 
 * sealed (file systems with extended attributes, e.g. ext4, XFS): link, then ``syncfs``, one
-  disk flush; a file torn by a power loss before the flush is told by its seal
-  (dicom_node.seal);
+  disk flush (shared by the instances stored at the same moment, dicom_node.group_commit);
+  a file torn by a power loss before the flush is told by its seal (dicom_node.seal);
 * portable: ``fdatasync`` the file, link, ``fsync`` the folder; a file under its final name is
   always complete.
 
