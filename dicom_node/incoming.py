@@ -64,8 +64,8 @@ class IncomingFile:
     error, and the C-STORE handler answers with the status it calls for.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.name = str(folder / f"{uuid.uuid4().hex}{INCOMING_SUFFIX}")
+    def __init__(self, folder: Path | str) -> None:
+        self.name = f"{os.fspath(folder)}/{uuid.uuid4().hex}{INCOMING_SUFFIX}"
         self._fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._written = 0
         self._flushed = 0
