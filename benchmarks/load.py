@@ -28,6 +28,11 @@ alike. It prints:
 It checks that every response is Success and that the store holds every instance (vlnode's
 database; Orthanc's ``/statistics``), and stops with the reason if not.
 
+Every round's files stay until the run ends (about 50 MB per round at the defaults): on a
+file system that makes file creation pay for recent deletions (ext4 without a journal, as on
+the development machines; see ingest.file_creation_us), deleting one receiver's round made
+the next receiver's round up to a third slower, and the rounds slowed as the run went on.
+
 Run: ``.venv/bin/python benchmarks/load.py [--rounds 3] [--associations 8] [--instances 500]``.
 Needs dcmtk and orthanc (scripts/setup.sh).
 """
@@ -66,6 +71,8 @@ from tests.dicom_factory import write_ct_study  # noqa: E402
 
 TARGET_RATIO = 1.5
 TARGET_P99_MS = 50.0
+# Creating an empty file takes about 15 us on a quiet disk here (ingest.file_creation_us).
+SLOW_FILE_CREATION_US = 100.0
 # storescu's log: every message with a timestamp in microseconds, on stdout.
 LOGGER_CONFIG = """\
 log4cplus.rootLogger = INFO, console
@@ -297,7 +304,8 @@ def measure(groups: list[list[Path]], work: Path, rounds: int) -> dict[str, list
             results[name].append(
                 Round(seconds, latencies, memory.peak_kb / 1024, memory.cpu_seconds, senders_cpu)
             )
-            shutil.rmtree(round_dir)
+            # Kept until the end: deleting a round's 4,000 files here would slow the next
+            # receiver's file creation for a minute or more (ingest.file_creation_us).
             print(f"  round {number + 1} {name:8s} {seconds:6.2f} s", flush=True)
     return results
 
@@ -360,13 +368,20 @@ def main() -> int:
             files[i * args.instances : (i + 1) * args.instances] for i in range(args.associations)
         ]
         size = sum(p.stat().st_size for p in files) / len(files) / 1e3
+        creation_us = ingest.file_creation_us(work)
         print(
             f"{args.associations} associations x {args.instances} instances ({size:.1f} KB "
             f"each), {args.rounds} rounds, {dt.date.today()}; all dcmtk processes with "
             f"TCP_NODELAY=1; vlnode: 2 listener processes, store.spool_sync = {SPOOL_SYNC}; "
             "Orthanc: its defaults, "
-            f"DicomThreadsCount = {ingest.ORTHANC_DICOM_THREADS}"
+            f"DicomThreadsCount = {ingest.ORTHANC_DICOM_THREADS}; creating a file here takes "
+            f"{creation_us:.0f} us"
         )
+        if creation_us > SLOW_FILE_CREATION_US:
+            print(
+                "  (slow: many files were deleted near this folder in the last minutes, and "
+                "both receivers pay for it; rerun later for steady rates)"
+            )
         results = measure(groups, work, args.rounds)
         report(results, len(files))
     return 0
