@@ -31,7 +31,7 @@ database; Orthanc's ``/statistics``), and stops with the reason if not.
 Every round's files stay until the run ends (about 50 MB per round at the defaults): on a
 file system that makes file creation pay for recent deletions (ext4 without a journal, as on
 the development machines; see ingest.file_creation_us), deleting one receiver's round made
-the next receiver's round up to a third slower, and the rounds slowed as the run went on.
+the next receiver's round 30-40% slower, and the rounds slowed as the run went on.
 
 Run: ``.venv/bin/python benchmarks/load.py [--rounds 3] [--associations 8] [--instances 500]``.
 Needs dcmtk and orthanc (scripts/setup.sh).
