@@ -459,8 +459,22 @@ def _event_driven_dul_loop(dul: Any, waker: _Waker, spool: Spool, direct: _Direc
                 return
     finally:
         direct.close()
+        _discard_unfinished_message(dul)
         waker.close()
         dul.assoc.dimse.msg_queue.put(_WAKE_REACTOR)
+
+
+def _discard_unfinished_message(dul: Any) -> None:
+    """Drop the data set pynetdicom was receiving when the association ended.
+
+    A message completes (and leaves ``dimse.message``) in this thread, so one still there is
+    never served. Its spool file (an IncomingFile, see 5 above) would otherwise stay open, and
+    on disk, until the garbage collector breaks the dead association's reference cycles.
+    """
+    message = getattr(dul.assoc.dimse, "message", None)
+    incoming = getattr(message, "_data_set_file", None)
+    if isinstance(incoming, IncomingFile):
+        incoming.discard()
 
 
 def _abort_without_state_machine(dul: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from dicom_node.errors import InvalidInstanceError
 from dicom_node.header import read_identifiers
 from tests.dicom_node import raw_dicom as raw
 from tests.dicom_node.test_listener import in_process_node
+from tests.waiting import wait_for
 
 # A client socket with an ephemeral port, leaked by an earlier test (not by the node: its
 # accepted sockets have the node's port), was finalised during this module's teardown in two
@@ -94,3 +98,43 @@ def test_element_with_an_unknown_vr_is_malformed() -> None:
     with pytest.raises(InvalidInstanceError, match=r"no valid VR \(b'ZZ'\)"):
         read_identifiers(element + uids, raw.EXPLICIT_LE)
     assert read_identifiers(element.replace(b"ZZ", b"UI") + uids, raw.EXPLICIT_LE)
+
+
+@pytest.mark.peer
+def test_data_set_cut_off_on_pynetdicoms_path_leaves_no_open_file(node: Any) -> None:
+    # Was: a command set split over two PDV items goes to pynetdicom, which writes the data
+    # set into a spool file as it arrives; when the peer left mid-data set, that file stayed
+    # open (and on disk) until the cyclic garbage collector freed the dead association. The
+    # fuzz test's descriptor check caught it now and then, 15 s after the fuzzing ended.
+    command = raw.c_store_rq("1.2.826.0.1.3680043.8.498.42")
+    split_command = raw.pdv(1, 0x01, command[:20]) + raw.pdv(1, 0x03, command[20:])
+    first_fragment = raw.pdv(1, 0x00, b"\x08\x00\x16\x00UI\x1a\x00")
+    incoming = node.spool.incoming_dir
+    collecting = gc.isenabled()
+    gc.disable()  # as in an idle node, where a collection may be minutes away
+    try:
+        raw.converse(
+            node.settings.node.port,
+            association(),
+            True,  # the peer closes its side: the data set never completes
+            0,
+            raw.pdu(raw.P_DATA_TF, split_command + first_fragment),
+        )
+        wait_for(
+            lambda: not _open_incoming_files(incoming), "the cut-off data set's file to close", 5
+        )
+        assert not node.spool.files_being_received()
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _open_incoming_files(incoming: Path) -> list[str]:
+    """This process's descriptors open on files being received (the node runs in-process)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(str(incoming)):
+                found.append(target)
+    return found
