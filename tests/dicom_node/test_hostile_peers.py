@@ -19,11 +19,6 @@ from tests.dicom_node import raw_dicom as raw
 from tests.dicom_node.test_listener import in_process_node
 from tests.waiting import wait_for
 
-# A client socket with an ephemeral port, leaked by an earlier test (not by the node: its
-# accepted sockets have the node's port), was finalised during this module's teardown in two
-# of five full runs; to be found (see the session note). The node's own descriptors are
-# checked by test_fuzz_listener.
-
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Any]:
