@@ -87,7 +87,7 @@ def _tail(log: Path, lines: int = 30) -> str:
 
 def settle() -> None:
     # Write out what earlier rounds left dirty, so that a round does not pay for the last one's
-    # write-back (and, on a disk mounted with `discard`, for its deletions: NOTES.md).
+    # write-back. (Deletions cost the next round more than that: see file_creation_us.)
     os.sync()
     time.sleep(1.0)
 

@@ -31,7 +31,9 @@ For every association our server accepts, before its threads start, we:
    system's temporary folder: pynetdicom creates it with ``NamedTemporaryFile`` in its DIMSE
    message module, which we point at a factory that asks the DUL thread's spool, and falls
    back to the real ``NamedTemporaryFile`` for associations this server did not accept (the
-   same holds for the File Meta Information functions of that module);
+   same holds for the File Meta Information functions of that module); a data set still
+   arriving when the association ends is discarded as the DUL thread ends, not left open
+   until the garbage collector frees the association;
 6. read PDUs in the DUL thread ourselves (:func:`_read_pdu`, pynetdicom's
    ``_read_pdu_data`` step for step) and, once the association is established, give each
    P-DATA-TF PDU first to :class:`dicom_node.direct_store.DirectStore`, which serves C-STORE
@@ -468,8 +470,8 @@ def _discard_unfinished_message(dul: Any) -> None:
     """Drop the data set pynetdicom was receiving when the association ended.
 
     A message completes (and leaves ``dimse.message``) in this thread, so one still there is
-    never served. Its spool file (an IncomingFile, see 5 above) would otherwise stay open, and
-    on disk, until the garbage collector breaks the dead association's reference cycles.
+    never served. Its spool file (an IncomingFile, the module's text, 5) would otherwise stay
+    open, and on disk, until the garbage collector breaks the dead association's cycles.
     """
     message = getattr(dul.assoc.dimse, "message", None)
     incoming = getattr(message, "_data_set_file", None)
